@@ -1,0 +1,9 @@
+"""sb3-hher: baselines-quality Hindsight Experience Replay (and Hierarchical HER) for Stable-Baselines3."""
+
+from sb3_hher.common.buffers import HindsightReplayBuffer
+from sb3_hher.common.policies import GoalPolicy
+from sb3_hher.her import HerDDPG, HerTD3
+
+__version__ = "0.1.0"
+
+__all__ = ["GoalPolicy", "HerDDPG", "HerTD3", "HindsightReplayBuffer", "__version__"]

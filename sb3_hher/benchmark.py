@@ -1,0 +1,339 @@
+"""
+Side-by-side benchmark: sb3-hher against vanilla SB3 (``DDPG``/``TD3`` + ``HerReplayBuffer``), same seeds,
+budgets, networks and update schedule, evaluated on separate deterministic test episodes.
+
+    python -m sb3_hher.benchmark --env FetchPush-v4 --algos her_ddpg ddpg --preset fetch-one-env \\
+        --seeds 0 1 2 --total-timesteps 300000 --eval-freq 10000 --n-eval-episodes 50 --n-jobs 2 \\
+        --out docs/benchmarks/fetchpush
+
+Each (algorithm, seed) run is a separate process (``--n-jobs`` at a time, ``--threads`` torch threads each).
+A run checkpoints its model, replay buffer and random states after every evaluation, under
+``<out>/checkpoints`` (not meant for git): rerunning the same command resumes every unfinished run.
+Results go to ``<out>/runs/<algo>_seed<k>.csv`` (one row per evaluation), then ``results.csv``,
+``learning_curve.png`` and ``results.md`` in ``<out>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import pickle
+import random
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Success is read at the last step of each test episode (REFERENCE: "deterministic test success at the
+# episode's last step").
+CSV_COLUMNS = ["algo", "seed", "timesteps", "success_rate", "mean_reward", "train_time_s", "steps_per_s"]
+
+
+@dataclass
+class JobSpec:
+    """One (algorithm, seed) run of a benchmark."""
+
+    algo: str
+    seed: int
+    env_id: str
+    preset: str
+    total_timesteps: int
+    eval_freq: int
+    n_eval_episodes: int
+    n_envs: int
+    threads: int
+    out: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.algo}_seed{self.seed}"
+
+
+def _algorithm_classes() -> dict[str, tuple[type, bool]]:
+    """Benchmark names -> (class, is sb3-hher)."""
+    from stable_baselines3 import DDPG, TD3
+
+    from sb3_hher import HerDDPG, HerTD3
+
+    return {"her_ddpg": (HerDDPG, True), "her_td3": (HerTD3, True), "ddpg": (DDPG, False), "td3": (TD3, False)}
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def evaluate_success(model: Any, env: Any, n_episodes: int) -> tuple[float, float]:
+    """
+    Deterministic test episodes; success read from the info of each episode's last step.
+
+    :param model: Any SB3 model
+    :param env: A VecEnv to test on (not the training env)
+    :param n_episodes: Number of test episodes
+    :return: ``(success_rate, mean_episode_reward)``
+    """
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from sb3_hher.common.goal_env import get_success
+
+    successes: list[float] = []
+
+    def record_success(locals_: dict[str, Any], _globals: dict[str, Any]) -> None:
+        if locals_["done"]:
+            success = get_success(locals_["info"])
+            if success is not None:
+                successes.append(success)
+
+    mean_reward, _ = evaluate_policy(model, env, n_eval_episodes=n_episodes, deterministic=True, callback=record_success)
+    return (float(np.mean(successes)) if successes else float("nan")), float(mean_reward)
+
+
+def _make_model(spec: JobSpec, env: Any) -> Any:
+    from sb3_hher.common.goal_env import check_goal_env
+    from sb3_hher.her.presets import get_preset, vanilla_kwargs
+
+    cls, is_ours = _algorithm_classes()[spec.algo]
+    kwargs = {**get_preset(spec.preset), **spec.overrides}
+    kwargs.setdefault("buffer_size", max(spec.total_timesteps, 1000))
+    if not is_ours:
+        goal_spec = check_goal_env(env)
+        kwargs = vanilla_kwargs(kwargs, int(np.prod(env.action_space.shape)), goal_spec.max_episode_steps)
+    return cls("MultiInputPolicy", env, seed=spec.seed, verbose=0, **kwargs)
+
+
+def run_job(spec: JobSpec) -> str:
+    """
+    Train one (algorithm, seed), evaluating every ``eval_freq`` steps; resumes from its checkpoint if any.
+
+    :param spec: What to run
+    :return: Path of the run's CSV
+    """
+    import torch as th
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_hher.common.goal_env import import_robotics
+
+    th.set_num_threads(spec.threads)
+    warnings.filterwarnings("ignore", message=".*AdroitHand.*")
+    import_robotics()
+    cls, _ = _algorithm_classes()[spec.algo]
+    out = Path(spec.out)
+    ckpt = out / "checkpoints" / spec.name
+    csv_path = out / "runs" / f"{spec.name}.csv"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+
+    env = make_vec_env(spec.env_id, n_envs=spec.n_envs, seed=spec.seed)
+    eval_env = make_vec_env(spec.env_id, n_envs=1, seed=spec.seed + 100_000)
+    state_path = ckpt / "state.pkl"
+    if state_path.exists():
+        with open(state_path, "rb") as file:
+            state = pickle.load(file)
+        model = cls.load(ckpt / "model.zip", env=env, device="cpu")
+        model.load_replay_buffer(ckpt / "replay_buffer.pkl")
+        np.random.set_state(state["numpy"])
+        random.setstate(state["random"])
+        th.set_rng_state(state["torch"])
+        rows = state["rows"]
+        train_time = state["train_time"]
+        print(f"[{spec.name}] resuming at {model.num_timesteps} steps", flush=True)
+    else:
+        model = _make_model(spec, env)
+        rows, train_time = [], 0.0
+        success, reward = evaluate_success(model, eval_env, spec.n_eval_episodes)
+        rows.append([spec.algo, spec.seed, 0, success, reward, 0.0, float("nan")])
+
+    while model.num_timesteps < spec.total_timesteps:
+        chunk = min(spec.eval_freq, spec.total_timesteps - model.num_timesteps)
+        start_steps, start = model.num_timesteps, time.perf_counter()
+        model.learn(chunk, reset_num_timesteps=False)
+        elapsed = time.perf_counter() - start
+        train_time += elapsed
+        success, reward = evaluate_success(model, eval_env, spec.n_eval_episodes)
+        steps_per_s = (model.num_timesteps - start_steps) / elapsed
+        rows.append([spec.algo, spec.seed, model.num_timesteps, success, reward, train_time, steps_per_s])
+        print(
+            f"[{spec.name}] {model.num_timesteps}/{spec.total_timesteps} steps  success={success:.2f}  "
+            f"{steps_per_s:.1f} steps/s  train {train_time / 60:.1f} min",
+            flush=True,
+        )
+        _write_csv(csv_path, rows)
+        # Checkpoint: model and buffer first, the state file last (atomically), so a killed run resumes from
+        # the last complete checkpoint.
+        model.save(ckpt / "model.tmp.zip")
+        os.replace(ckpt / "model.tmp.zip", ckpt / "model.zip")
+        model.save_replay_buffer(ckpt / "replay_buffer.tmp.pkl")
+        os.replace(ckpt / "replay_buffer.tmp.pkl", ckpt / "replay_buffer.pkl")
+        state = {
+            "numpy": np.random.get_state(),
+            "random": random.getstate(),
+            "torch": th.get_rng_state(),
+            "rows": rows,
+            "train_time": train_time,
+            "spec": asdict(spec),
+        }
+        _atomic_write_bytes(state_path, pickle.dumps(state))
+    _write_csv(csv_path, rows)
+    env.close()
+    eval_env.close()
+    return str(csv_path)
+
+
+def _write_csv(path: Path, rows: list[list[Any]]) -> None:
+    import pandas as pd
+
+    tmp = path.with_suffix(".csv.tmp")
+    pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _first_crossing(frame: Any, threshold: float) -> float:
+    reached = frame[frame["success_rate"] >= threshold]
+    return float(reached["timesteps"].iloc[0]) if len(reached) else float("nan")
+
+
+def summarize(out: str | Path, env_id: str = "", note: str = "") -> str:
+    """
+    Aggregate ``<out>/runs/*.csv`` into ``results.csv``, ``learning_curve.png`` and ``results.md``.
+
+    :param out: Benchmark output folder
+    :param env_id: Env id for titles
+    :param note: Extra text (command, commit) written under the table
+    :return: The markdown table
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    out = Path(out)
+    frames = [pd.read_csv(path) for path in sorted((out / "runs").glob("*.csv"))]
+    if not frames:
+        raise FileNotFoundError(f"No run results under {out / 'runs'}")
+    results = pd.concat(frames, ignore_index=True)
+    results.to_csv(out / "results.csv", index=False)
+
+    lines = [
+        f"### {env_id}".rstrip(),
+        "",
+        "| algo | seeds | steps | success at last eval (mean ± std) | steps to 0.5 | steps to 0.9 "
+        "| train time (min) | env steps/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for algo, group in results.groupby("algo", sort=False):
+        seeds = sorted(group["seed"].unique())
+        per_seed = [group[group["seed"] == seed].sort_values("timesteps") for seed in seeds]
+        last = [frame.iloc[-1] for frame in per_seed]
+        finals = np.array([row["success_rate"] for row in last])
+        steps = int(min(row["timesteps"] for row in last))
+
+        def crossing(threshold: float, per_seed: list = per_seed) -> str:
+            values = [_first_crossing(frame, threshold) for frame in per_seed]
+            reached = [value for value in values if not np.isnan(value)]
+            if not reached:
+                return "not reached"
+            text = f"{np.mean(reached) / 1000:.0f}k"
+            return text if len(reached) == len(values) else f"{text} ({len(reached)}/{len(values)} seeds)"
+
+        train_min = np.mean([row["train_time_s"] for row in last]) / 60
+        # Overall training throughput: env steps over training wall time (evaluation and checkpoints excluded).
+        speed = np.mean([row["timesteps"] / row["train_time_s"] for row in last if row["train_time_s"] > 0])
+        lines.append(
+            f"| {algo} | {len(seeds)} | {steps} | {finals.mean():.2f} ± {finals.std():.2f} | {crossing(0.5)} | "
+            f"{crossing(0.9)} | {train_min:.1f} | {speed:.1f} |"
+        )
+        curve = group.pivot_table(index="timesteps", columns="seed", values="success_rate")
+        ax.plot(curve.index, curve.mean(axis=1), label=f"{algo} ({len(seeds)} seeds)")
+        ax.fill_between(curve.index, curve.min(axis=1), curve.max(axis=1), alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("test success rate (deterministic)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{env_id}: mean and min-max over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "learning_curve.png", dpi=120)
+    plt.close(fig)
+    table = "\n".join(lines)
+    (out / "results.md").write_text(table + ("\n\n" + note if note else "") + "\n")
+    return table
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="FetchReach-v4", help="Gymnasium env id")
+    parser.add_argument("--algos", nargs="+", default=["her_ddpg", "ddpg"], choices=sorted(_algorithm_classes()))
+    parser.add_argument("--preset", default="baselines", help="sb3_hher.her.presets name")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="hyperparameter overrides (python literals)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--total-timesteps", type=int, default=5000)
+    parser.add_argument("--eval-freq", type=int, default=1000)
+    parser.add_argument("--n-eval-episodes", type=int, default=50)
+    parser.add_argument("--n-envs", type=int, default=1)
+    parser.add_argument("--n-jobs", type=int, default=1, help="runs in parallel (processes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--out", default="benchmark-results")
+    return parser.parse_args(argv)
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    import ast
+
+    overrides = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = _parse_overrides(args.set)
+    (out / "config.json").write_text(json.dumps({**vars(args), "overrides": overrides}, indent=2) + "\n")
+    specs = [
+        JobSpec(
+            algo=algo,
+            seed=seed,
+            env_id=args.env,
+            preset=args.preset,
+            total_timesteps=args.total_timesteps,
+            eval_freq=args.eval_freq,
+            n_eval_episodes=args.n_eval_episodes,
+            n_envs=args.n_envs,
+            threads=args.threads,
+            out=str(out),
+            overrides=overrides,
+        )
+        for seed in args.seeds
+        for algo in args.algos
+    ]
+    if args.n_jobs > 1:
+        with mp.get_context("spawn").Pool(args.n_jobs) as pool:
+            pool.map(run_job, specs, chunksize=1)
+    else:
+        for spec in specs:
+            run_job(spec)
+    command = "python -m sb3_hher.benchmark " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(summarize(out, args.env, note=f"Command: `{command}`"))
+
+
+if __name__ == "__main__":
+    main()

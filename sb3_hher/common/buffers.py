@@ -1,0 +1,110 @@
+"""The relabelling replay buffer (baselines ``replay_buffer.py`` + ``her_sampler.py``) on top of SB3's ``HerReplayBuffer``."""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.her.goal_selection_strategy import GoalSelectionStrategy
+from stable_baselines3.her.her_replay_buffer import HerReplayBuffer
+
+from sb3_hher.common.goal_env import check_goal_observation_space
+
+
+class HindsightReplayBuffer(HerReplayBuffer):
+    """
+    SB3's ``HerReplayBuffer`` (episode bookkeeping, ``future``/``final``/``episode`` relabelling at sample
+    time, rewards recomputed with the env's ``compute_reward``) plus what baselines' learner needs from it:
+    the relabelled goals of each finished episode, to feed the goal normaliser
+    (baselines ``DDPG.store_episode``).
+
+    Relabelling follows baselines: with ``n_sampled_goal = k`` a fraction ``1 - 1 / (k + 1)`` of every batch
+    is relabelled; ``future`` draws the new goal uniformly among the achieved goals of the same episode at or
+    after the transition (the transition's own next achieved goal included).
+
+    :param buffer_size: Max number of transitions stored
+    :param observation_space: Dict observation space of a goal-conditioned env
+    :param action_space: Action space
+    :param env: The training env (its ``compute_reward`` recomputes relabelled rewards)
+    :param device: PyTorch device of the sampled batches
+    :param n_envs: Number of parallel envs
+    :param optimize_memory_usage: Not supported with hindsight relabelling (kept for SB3's signature)
+    :param handle_timeout_termination: Bootstrap through time-limit truncations (infinite-horizon view, as baselines)
+    :param n_sampled_goal: Relabelled transitions per real one (baselines ``replay_k``)
+    :param goal_selection_strategy: ``"future"`` (baselines), ``"final"`` or ``"episode"``
+    :param copy_info_dict: Store info dicts and pass them to ``compute_reward``
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Dict,
+        action_space: spaces.Space,
+        env: VecEnv,
+        device: str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        n_sampled_goal: int = 4,
+        goal_selection_strategy: GoalSelectionStrategy | str = "future",
+        copy_info_dict: bool = False,
+    ):
+        check_goal_observation_space(observation_space)
+        if not isinstance(n_sampled_goal, int | np.integer) or n_sampled_goal < 0:
+            raise ValueError(f"n_sampled_goal (baselines replay_k) must be an integer >= 0, got {n_sampled_goal!r}")
+        if optimize_memory_usage:
+            raise ValueError("optimize_memory_usage is not supported with hindsight relabelling (as in SB3's HerReplayBuffer)")
+        super().__init__(
+            buffer_size,
+            observation_space,
+            action_space,
+            env,
+            device=device,
+            n_envs=n_envs,
+            optimize_memory_usage=False,
+            handle_timeout_termination=handle_timeout_termination,
+            n_sampled_goal=n_sampled_goal,
+            goal_selection_strategy=goal_selection_strategy,
+            copy_info_dict=copy_info_dict,
+        )
+
+    def last_episode_indices(self, env_idx: int) -> np.ndarray:
+        """
+        Buffer indices of the episode of env ``env_idx`` that ended with the last stored transition.
+
+        :param env_idx: Index of the env
+        :return: Indices into the first axis of the storage arrays, in time order
+        """
+        last = (self.pos - 1) % self.buffer_size
+        length = int(self.ep_length[last, env_idx])
+        if length == 0:
+            raise RuntimeError(f"The last transition of env {env_idx} does not close an episode")
+        start = int(self.ep_start[last, env_idx])
+        return (start + np.arange(length)) % self.buffer_size
+
+    def relabel_goals(self, episode_indices: np.ndarray, env_idx: int) -> np.ndarray:
+        """
+        Goals the learner will see for the transitions of one episode: each transition keeps its desired goal
+        or, with probability ``her_ratio``, gets one drawn by the goal selection strategy.
+
+        :param episode_indices: Indices of one whole episode (``last_episode_indices``)
+        :param env_idx: Index of the env
+        :return: One goal per transition
+        """
+        env_indices = np.full(len(episode_indices), env_idx)
+        goals = self.observations["desired_goal"][episode_indices, env_idx].copy()
+        relabel = np.random.rand(len(episode_indices)) < self.her_ratio
+        if relabel.any():
+            goals[relabel] = self._sample_goals(episode_indices[relabel], env_indices[relabel])
+        return goals
+
+    def episode_for_normalizer(self, env_idx: int) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Observations and relabelled goals of the episode of env ``env_idx`` that just ended, as baselines feeds
+        its ``o_stats``/``g_stats`` after storing an episode.
+
+        :param env_idx: Index of the env
+        :return: ``(observations, goals)``, one row per transition
+        """
+        indices = self.last_episode_indices(env_idx)
+        return self.observations["observation"][indices, env_idx], self.relabel_goals(indices, env_idx)

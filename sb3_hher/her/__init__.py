@@ -1,0 +1,4 @@
+from sb3_hher.her.her_ddpg import HerDDPG
+from sb3_hher.her.her_td3 import HerTD3
+
+__all__ = ["HerDDPG", "HerTD3"]

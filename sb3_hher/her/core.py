@@ -1,0 +1,287 @@
+"""What baselines' DDPG+HER adds to SB3's TD3/DDPG, written once for both (baselines ``her/ddpg.py``)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise, NormalActionNoise
+from stable_baselines3.common.utils import polyak_update
+from torch.nn import functional as F
+
+from sb3_hher.common.buffers import HindsightReplayBuffer
+from sb3_hher.common.goal_env import GoalEnvError, GoalEnvSpec, check_goal_env
+from sb3_hher.common.policies import GoalPolicy
+
+AUTO = "auto"
+
+
+class NonFiniteObservationError(ValueError):
+    """An env returned NaN or inf in an observation or reward."""
+
+
+class BaselinesHerMixin:
+    """
+    Baselines DDPG+HER on top of SB3's ``TD3`` (and therefore ``DDPG``). Overrides only what differs:
+
+    - ``train``: TD targets clipped to the return range (``clip_return``), action L2 penalty in the actor loss
+      (``action_l2``), target networks updated every ``target_update_interval`` gradient steps (baselines:
+      once per cycle), Q and normaliser statistics logged.
+    - ``_sample_action``: baselines exploration, Gaussian noise (``noise_eps``) then a uniformly random action
+      with probability ``random_eps``.
+    - ``_store_transition``: rejects non-finite observations and rewards; after each finished episode feeds
+      the policy's normaliser with its observations and relabelled goals.
+    - ``_setup_model``: validates the goal env, derives ``gamma = 1 - 1/T`` and the return bounds.
+
+    Classes using it must call ``_init_her`` in their constructor before ``_setup_model``.
+    """
+
+    # Provided by the SB3 algorithm this is mixed into.
+    env: Any
+    gamma: float
+    tau: float
+    policy: GoalPolicy
+    replay_buffer: HindsightReplayBuffer | None
+    replay_buffer_class: type[ReplayBuffer] | None
+    replay_buffer_kwargs: dict[str, Any]
+    action_space: Any
+    action_noise: ActionNoise | None
+    num_timesteps: int
+    policy_delay: int
+    target_policy_noise: float
+    target_noise_clip: float
+    _n_updates: int
+    logger: Any
+
+    def _init_her(
+        self,
+        gamma: float | None,
+        target_update_interval: int,
+        action_l2: float,
+        clip_return: float | str | None,
+        clip_positive_returns: bool,
+        random_eps: float,
+        noise_eps: float,
+        n_sampled_goal: int,
+        goal_selection_strategy: str,
+    ) -> None:
+        if gamma is not None and not 0.0 < gamma < 1.0:
+            raise ValueError(f"gamma must be in (0, 1) (or None for 1 - 1/T), got {gamma}")
+        if not isinstance(target_update_interval, int | np.integer) or target_update_interval < 1:
+            raise ValueError(f"target_update_interval must be an integer >= 1, got {target_update_interval!r}")
+        if action_l2 < 0:
+            raise ValueError(f"action_l2 must be >= 0, got {action_l2}")
+        if not 0.0 <= random_eps <= 1.0:
+            raise ValueError(f"random_eps is a probability, got {random_eps}")
+        if noise_eps < 0:
+            raise ValueError(f"noise_eps must be >= 0, got {noise_eps}")
+        if not (clip_return is None or clip_return == AUTO or (isinstance(clip_return, float | int) and clip_return > 0)):
+            raise ValueError(f"clip_return must be 'auto', a positive number or None, got {clip_return!r}")
+        if not isinstance(n_sampled_goal, int | np.integer) or n_sampled_goal < 0:
+            raise ValueError(f"n_sampled_goal (baselines replay_k) must be an integer >= 0, got {n_sampled_goal!r}")
+        self.gamma = gamma  # type: ignore[assignment]  # resolved in _setup_model when None
+        self.target_update_interval = int(target_update_interval)
+        self.action_l2 = float(action_l2)
+        self.clip_return = clip_return
+        self.clip_positive_returns = clip_positive_returns
+        self.random_eps = float(random_eps)
+        self.noise_eps = float(noise_eps)
+        self.n_sampled_goal = int(n_sampled_goal)
+        self.goal_selection_strategy = goal_selection_strategy
+        self.return_bounds: tuple[float, float] | None = None
+        if self.action_noise is None and self.noise_eps > 0 and self.action_space is not None:
+            # Baselines: u + noise_eps * max_u * N(0, 1), in the [-1, 1]-scaled action space.
+            dim = int(np.prod(self.action_space.shape))
+            self.action_noise = NormalActionNoise(np.zeros(dim), self.noise_eps * np.ones(dim))
+
+    def _return_bounds_for(self, spec: GoalEnvSpec) -> tuple[float, float] | None:
+        """Clip range of TD targets (baselines ``clip_return`` / ``clip_pos_returns``)."""
+        if self.clip_return is None:
+            return None
+        if self.clip_return == AUTO:
+            # Any discounted sum of rewards in [r_min, r_max] lies in [r_min, r_max] / (1 - gamma):
+            # [-1/(1-gamma), 0] for Fetch's {-1, 0}, [0, 1/(1-gamma)] for PointMaze's {0, 1}.
+            low, high = spec.reward_bounds
+            return low / (1.0 - self.gamma), high / (1.0 - self.gamma)
+        bound = float(self.clip_return)
+        if self.clip_positive_returns and spec.reward_bounds[1] > 0:
+            raise GoalEnvError(
+                f"clip_return={bound} with clip_positive_returns=True clips TD targets to [-{bound}, 0], but this env's "
+                f"compute_reward gives {spec.reward_bounds[1]} > 0: use clip_return='auto' (bounds from the reward "
+                "range) or clip_positive_returns=False"
+            )
+        return -bound, 0.0 if self.clip_positive_returns else bound
+
+    def _setup_model(self) -> None:
+        if self.env is not None:
+            spec = check_goal_env(self.env)
+            if self.gamma is None:
+                if spec.max_episode_steps is None:
+                    raise ValueError(
+                        "gamma=None means gamma = 1 - 1/T with T the env's time limit (baselines), but the env has no "
+                        "max_episode_steps: pass gamma explicitly"
+                    )
+                self.gamma = 1.0 - 1.0 / spec.max_episode_steps
+            self.return_bounds = self._return_bounds_for(spec)
+            if getattr(self, "_vec_normalize_env", None) is not None:
+                warnings.warn(
+                    f"{type(self).__name__} normalises observations and goals inside its policy; wrapping the env in "
+                    "VecNormalize normalises them twice (and VecNormalize never sees relabelled goals). "
+                    "Remove VecNormalize.",
+                    stacklevel=2,
+                )
+        elif self.gamma is None:
+            raise ValueError("gamma=None can only be resolved with an env (gamma = 1 - 1/T)")
+
+        if self.replay_buffer_class is None:
+            self.replay_buffer_class = HindsightReplayBuffer
+        if not issubclass(self.replay_buffer_class, HindsightReplayBuffer):
+            raise TypeError(
+                f"{type(self).__name__} needs a HindsightReplayBuffer (it feeds the normaliser with relabelled goals), "
+                f"got replay_buffer_class={self.replay_buffer_class.__name__}"
+            )
+        for key, value in (("n_sampled_goal", self.n_sampled_goal), ("goal_selection_strategy", self.goal_selection_strategy)):
+            if key in self.replay_buffer_kwargs and self.replay_buffer_kwargs[key] != value:
+                # Constructor arguments and replay_buffer_kwargs must agree: the kwargs win when only they are given.
+                setattr(self, key, self.replay_buffer_kwargs[key])
+            self.replay_buffer_kwargs.setdefault(key, value)
+
+        super()._setup_model()  # type: ignore[misc]
+        if not isinstance(self.policy, GoalPolicy):
+            raise TypeError(f"{type(self).__name__} needs a GoalPolicy ('MultiInputPolicy'), got {type(self.policy).__name__}")
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        action, buffer_action = super()._sample_action(learning_starts, action_noise, n_envs)  # type: ignore[misc]
+        if self.random_eps > 0 and self.num_timesteps >= learning_starts:
+            # Baselines rollout: with probability random_eps, replace the (noisy) action by a uniform one.
+            random_mask = np.random.rand(n_envs) < self.random_eps
+            if random_mask.any():
+                buffer_action = buffer_action.copy()
+                n_random = int(random_mask.sum())
+                buffer_action[random_mask] = np.random.uniform(-1.0, 1.0, size=(n_random, *buffer_action.shape[1:]))
+                action = self.policy.unscale_action(buffer_action)
+        return action, buffer_action
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: dict[str, np.ndarray],  # type: ignore[override]
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        self._check_finite(new_obs, reward, dones, infos)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[misc]
+        assert isinstance(replay_buffer, HindsightReplayBuffer)
+        for env_idx in np.flatnonzero(dones):
+            # Baselines DDPG.store_episode: update o_stats/g_stats with the episode's relabelled transitions.
+            observations, goals = replay_buffer.episode_for_normalizer(int(env_idx))
+            self.policy.normalizer.update(observations, goals)
+
+    def _check_finite(self, new_obs: dict[str, np.ndarray], reward: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:
+        for key, value in new_obs.items():
+            if not np.all(np.isfinite(value)):
+                bad_env = int(np.flatnonzero(~np.isfinite(value).reshape(len(value), -1).all(axis=1))[0])
+                raise NonFiniteObservationError(
+                    f"Observation key '{key}' of env {bad_env} is NaN or inf at step {self.num_timesteps}: {value[bad_env]}"
+                )
+        for env_idx in np.flatnonzero(dones):
+            terminal = infos[env_idx].get("terminal_observation")
+            if terminal is not None:
+                for key, value in terminal.items():
+                    if not np.all(np.isfinite(value)):
+                        raise NonFiniteObservationError(
+                            f"Terminal observation key '{key}' of env {env_idx} is NaN or inf at step {self.num_timesteps}"
+                        )
+        if not np.all(np.isfinite(reward)):
+            raise NonFiniteObservationError(f"Reward is NaN or inf at step {self.num_timesteps}: {reward}")
+
+    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])  # type: ignore[attr-defined]
+        assert self.replay_buffer is not None
+
+        actor_losses, critic_losses, l2_losses, q_means, target_means, clipped = [], [], [], [], [], []
+        for _ in range(gradient_steps):
+            self._n_updates += 1
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[attr-defined]
+
+            with th.no_grad():
+                next_actions = self.actor_target(replay_data.next_observations)  # type: ignore[attr-defined]
+                if self.target_noise_clip > 0 and self.target_policy_noise > 0:
+                    # TD3 target policy smoothing (absent in DDPG, where target_noise_clip = 0).
+                    noise = th.randn_like(next_actions) * self.target_policy_noise
+                    next_actions = (next_actions + noise.clamp(-self.target_noise_clip, self.target_noise_clip)).clamp(-1, 1)
+                next_q_values = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)  # type: ignore[attr-defined]
+                next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
+                target_q_values = replay_data.rewards + (1 - replay_data.dones) * self.gamma * next_q_values
+                if self.return_bounds is not None:
+                    # Baselines clip_return: a return can never leave [r_min, r_max] / (1 - gamma).
+                    low, high = self.return_bounds
+                    clipped.append(((target_q_values < low) | (target_q_values > high)).float().mean().item())
+                    target_q_values = target_q_values.clamp(low, high)
+                target_means.append(target_q_values.mean().item())
+
+            current_q_values = self.critic(replay_data.observations, replay_data.actions)  # type: ignore[attr-defined]
+            q_means.append(current_q_values[0].mean().item())
+            critic_loss = sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+            assert isinstance(critic_loss, th.Tensor)
+            critic_losses.append(critic_loss.item())
+            self.critic.optimizer.zero_grad()  # type: ignore[attr-defined]
+            critic_loss.backward()
+            self.critic.optimizer.step()  # type: ignore[attr-defined]
+
+            if self._n_updates % self.policy_delay == 0:
+                actions_pi = self.actor(replay_data.observations)  # type: ignore[attr-defined]
+                actor_loss = -self.critic.q1_forward(replay_data.observations, actions_pi).mean()  # type: ignore[attr-defined]
+                if self.action_l2 > 0:
+                    # Baselines: pi_loss += action_l2 * mean((pi / max_u)^2); actions are already in [-1, 1].
+                    l2_loss = self.action_l2 * actions_pi.pow(2).mean()
+                    l2_losses.append(l2_loss.item())
+                    actor_loss = actor_loss + l2_loss
+                actor_losses.append(actor_loss.item())
+                self.actor.optimizer.zero_grad()  # type: ignore[attr-defined]
+                actor_loss.backward()
+                self.actor.optimizer.step()  # type: ignore[attr-defined]
+
+            if self._n_updates % self.target_update_interval == 0:
+                self._update_targets()
+
+        self._log_train_stats(actor_losses, critic_losses, l2_losses, q_means, target_means, clipped)
+
+    def _update_targets(self) -> None:
+        polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)  # type: ignore[attr-defined]
+        polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)  # type: ignore[attr-defined]
+        polyak_update(self.critic_batch_norm_stats, self.critic_batch_norm_stats_target, 1.0)  # type: ignore[attr-defined]
+        polyak_update(self.actor_batch_norm_stats, self.actor_batch_norm_stats_target, 1.0)  # type: ignore[attr-defined]
+
+    def _log_train_stats(
+        self,
+        actor_losses: list[float],
+        critic_losses: list[float],
+        l2_losses: list[float],
+        q_means: list[float],
+        target_means: list[float],
+        clipped: list[float],
+    ) -> None:
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if actor_losses:
+            self.logger.record("train/actor_loss", np.mean(actor_losses))
+        if l2_losses:
+            self.logger.record("train/action_l2_loss", np.mean(l2_losses))
+        self.logger.record("train/critic_loss", np.mean(critic_losses))
+        self.logger.record("train/q_mean", np.mean(q_means))
+        self.logger.record("train/target_q_mean", np.mean(target_means))
+        if clipped:
+            self.logger.record("train/clipped_target_fraction", np.mean(clipped))
+        normalizer = self.policy.normalizer
+        self.logger.record("train/normalizer/obs_mean_abs", normalizer.obs.mean.abs().mean().item())
+        self.logger.record("train/normalizer/obs_std_mean", normalizer.obs.std.mean().item())
+        self.logger.record("train/normalizer/goal_std_mean", normalizer.goal.std.mean().item())
+        self.logger.record("train/normalizer/count", normalizer.obs.count.item(), exclude="tensorboard")

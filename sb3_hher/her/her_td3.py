@@ -1,0 +1,166 @@
+"""TD3 + HER with what made baselines HER work."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import torch as th
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.td3 import TD3
+
+from sb3_hher.common.policies import GoalPolicy
+from sb3_hher.her.core import AUTO, BaselinesHerMixin
+
+SelfHerTD3 = TypeVar("SelfHerTD3", bound="HerTD3")
+
+
+class HerTD3(BaselinesHerMixin, TD3):
+    """
+    Twin Delayed DDPG with Hindsight Experience Replay and baselines' HER machinery
+    (clipped returns, running observation/goal normalisation, action L2 penalty, random-action exploration,
+    per-cycle target updates).
+
+    Papers: TD3 https://arxiv.org/abs/1802.09477, HER https://arxiv.org/abs/1707.01495,
+    Multi-Goal RL (baselines HER settings) https://arxiv.org/abs/1802.09464
+
+    Defaults are baselines' ``her/experiment/config.py`` (see ``HerDDPG``), with TD3's twin critics,
+    delayed policy updates and target policy smoothing on top.
+
+    :param policy: The policy model ("MultiInputPolicy" or a ``GoalPolicy`` subclass)
+    :param env: A goal-conditioned env (Dict observation with observation/achieved_goal/desired_goal and a
+        vectorised ``compute_reward``), or its registered id
+    :param learning_rate: Adam learning rate of actor and critic (baselines ``Q_lr``/``pi_lr``)
+    :param buffer_size: Replay buffer size in transitions
+    :param learning_starts: Steps of uniformly random actions before learning starts
+    :param batch_size: Minibatch size of each gradient step
+    :param tau: Polyak coefficient of each target update (baselines ``1 - polyak``)
+    :param gamma: Discount factor; ``None`` means ``1 - 1/T`` with ``T`` the env's time limit (baselines)
+    :param train_freq: Collect this much between two training phases (baselines: 2 episodes per cycle)
+    :param gradient_steps: Gradient steps per training phase (baselines ``n_batches``)
+    :param target_update_interval: Gradient steps between target updates (baselines: once per cycle,
+        i.e. ``n_batches``)
+    :param action_l2: Weight of ``mean(pi(s)^2)`` in the actor loss (baselines ``action_l2``)
+    :param clip_return: Clip TD targets: ``"auto"`` to ``[r_min, r_max] / (1 - gamma)`` from the env's reward
+        range (``[-1/(1-gamma), 0]`` on Fetch, as baselines), a number ``c`` for ``[-c, 0]`` (``[-c, c]`` with
+        ``clip_positive_returns=False``), or ``None`` for no clipping
+    :param clip_positive_returns: With a numeric ``clip_return``, clip targets above at 0 (baselines
+        ``clip_pos_returns``)
+    :param random_eps: Probability of a uniformly random action while collecting (baselines ``random_eps``)
+    :param noise_eps: Std of the Gaussian exploration noise, as a fraction of the action range (baselines
+        ``noise_eps``); used when ``action_noise`` is None
+    :param n_sampled_goal: Relabelled transitions per real one (baselines ``replay_k``)
+    :param goal_selection_strategy: Relabelling strategy ("future" as baselines, "final" or "episode")
+    :param action_noise: Custom exploration noise (replaces ``noise_eps``)
+    :param replay_buffer_class: A ``HindsightReplayBuffer`` subclass (default ``HindsightReplayBuffer``)
+    :param replay_buffer_kwargs: Keyword arguments of the replay buffer
+    :param optimize_memory_usage: Not supported with hindsight relabelling
+    :param policy_delay: Actor updated every ``policy_delay`` critic updates
+    :param target_policy_noise: Std of the target policy smoothing noise
+    :param target_noise_clip: Limit of the target policy smoothing noise
+    :param stats_window_size: Episodes averaged in rollout logs
+    :param tensorboard_log: TensorBoard log folder (None: no logging)
+    :param policy_kwargs: Policy keyword arguments (``net_arch``, ``clip_obs``, ``norm_eps``, ``norm_clip``, ...)
+    :param verbose: 0 none, 1 info, 2 debug
+    :param seed: Seed of the pseudo random generators
+    :param device: Device (cpu, cuda, auto)
+    :param _init_setup_model: Whether to build the networks on creation
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MultiInputPolicy": GoalPolicy}
+    policy: GoalPolicy
+
+    def __init__(
+        self,
+        policy: str | type[GoalPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 256,
+        tau: float = 0.05,
+        gamma: float | None = None,
+        train_freq: int | tuple[int, str] = (2, "episode"),
+        gradient_steps: int = 40,
+        target_update_interval: int = 40,
+        action_l2: float = 1.0,
+        clip_return: float | str | None = AUTO,
+        clip_positive_returns: bool = True,
+        random_eps: float = 0.3,
+        noise_eps: float = 0.2,
+        n_sampled_goal: int = 4,
+        goal_selection_strategy: str = "future",
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        policy_delay: int = 2,
+        target_policy_noise: float = 0.2,
+        target_noise_clip: float = 0.5,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=0.99 if gamma is None else gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            action_noise=action_noise,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            policy_delay=policy_delay,
+            target_policy_noise=target_policy_noise,
+            target_noise_clip=target_noise_clip,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        self._init_her(
+            gamma=gamma,
+            target_update_interval=target_update_interval,
+            action_l2=action_l2,
+            clip_return=clip_return,
+            clip_positive_returns=clip_positive_returns,
+            random_eps=random_eps,
+            noise_eps=noise_eps,
+            n_sampled_goal=n_sampled_goal,
+            goal_selection_strategy=goal_selection_strategy,
+        )
+        if _init_setup_model:
+            self._setup_model()
+
+    def learn(
+        self: SelfHerTD3,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "HerTD3",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfHerTD3:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )

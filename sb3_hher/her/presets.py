@@ -1,0 +1,91 @@
+"""Named hyperparameter sets of the flat agents, shared by the benchmark runner, the examples and the zoo configs.
+
+Each preset is the keyword arguments of ``HerDDPG``/``HerTD3``. ``vanilla_kwargs`` turns one into the closest
+vanilla SB3 (``DDPG``/``TD3`` + ``HerReplayBuffer``) configuration: same networks, learning rate, batch, update
+schedule, discount, relabelling and Gaussian noise, without what sb3-hher adds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.her.her_replay_buffer import HerReplayBuffer
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # baselines her/experiment/config.py DEFAULT_PARAMS, one worker (2 episodes + 40 updates of 256 per cycle).
+    "baselines": {},
+    # One env on a 2-core CPU: one update of 256 transitions per env step (2.5x baselines' one-worker replay ratio,
+    # half of rl-zoo3's TQC agent), target network updated every step with tau 0.005 (TQC's one-env setting),
+    # 1,000 random warm-up steps. About 15 ms per env step on one CPU thread (3 x 256 networks).
+    "fetch-one-env": {
+        "batch_size": 256,
+        "train_freq": 1,
+        "gradient_steps": 1,
+        "target_update_interval": 1,
+        "tau": 0.005,
+        "learning_starts": 1000,
+    },
+}
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    """
+    :param name: Name of a preset in ``PRESETS``
+    :return: A copy of its keyword arguments
+    """
+    if name not in PRESETS:
+        raise KeyError(f"Unknown preset {name!r}, choose one of {sorted(PRESETS)}")
+    return dict(PRESETS[name])
+
+
+def vanilla_kwargs(her_kwargs: dict[str, Any], n_actions: int, max_episode_steps: int | None) -> dict[str, Any]:
+    """
+    The vanilla SB3 configuration matching an sb3-hher one (same networks and schedule, SB3's own machinery).
+
+    :param her_kwargs: Keyword arguments of ``HerDDPG``/``HerTD3`` (a preset, possibly with overrides)
+    :param n_actions: Action dimension (for the Gaussian noise)
+    :param max_episode_steps: The env's time limit, to resolve ``gamma = 1 - 1/T`` like sb3-hher does
+    :return: Keyword arguments of SB3's ``DDPG``/``TD3``
+    """
+    import numpy as np
+
+    defaults = {
+        "learning_rate": 1e-3,
+        "buffer_size": 1_000_000,
+        "learning_starts": 100,
+        "batch_size": 256,
+        "tau": 0.05,
+        "train_freq": (2, "episode"),
+        "gradient_steps": 40,
+        "noise_eps": 0.2,
+        "n_sampled_goal": 4,
+        "goal_selection_strategy": "future",
+    }
+    merged = {**defaults, **her_kwargs}
+    gamma = merged.get("gamma")
+    if gamma is None:
+        if max_episode_steps is None:
+            raise ValueError("gamma=None needs the env's time limit")
+        gamma = 1.0 - 1.0 / max_episode_steps
+    policy_kwargs = dict(merged.get("policy_kwargs", {}))
+    policy_kwargs.setdefault("net_arch", [256, 256, 256])
+    for key in ("clip_obs", "norm_eps", "norm_clip"):
+        policy_kwargs.pop(key, None)
+    return {
+        "learning_rate": merged["learning_rate"],
+        "buffer_size": merged["buffer_size"],
+        "learning_starts": merged["learning_starts"],
+        "batch_size": merged["batch_size"],
+        "tau": merged["tau"],
+        "gamma": gamma,
+        "train_freq": merged["train_freq"],
+        "gradient_steps": merged["gradient_steps"],
+        "action_noise": NormalActionNoise(np.zeros(n_actions), merged["noise_eps"] * np.ones(n_actions)),
+        "replay_buffer_class": HerReplayBuffer,
+        "replay_buffer_kwargs": {
+            "n_sampled_goal": merged["n_sampled_goal"],
+            "goal_selection_strategy": merged["goal_selection_strategy"],
+        },
+        "policy_kwargs": policy_kwargs,
+    }
