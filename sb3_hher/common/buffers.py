@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.type_aliases import DictReplayBufferSamples
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from stable_baselines3.her.goal_selection_strategy import GoalSelectionStrategy
 from stable_baselines3.her.her_replay_buffer import HerReplayBuffer
 
-from sb3_hher.common.goal_env import check_goal_observation_space
+from sb3_hher.common.goal_env import call_compute_reward, check_goal_observation_space
+
+# compute_reward(achieved_goal, desired_goal, infos) -> rewards, vectorised over the first axis.
+RewardFn = Callable[[np.ndarray, np.ndarray, Any], np.ndarray]
 
 
 class HindsightReplayBuffer(HerReplayBuffer):
@@ -33,6 +41,9 @@ class HindsightReplayBuffer(HerReplayBuffer):
     :param n_sampled_goal: Relabelled transitions per real one (baselines ``replay_k``)
     :param goal_selection_strategy: ``"future"`` (baselines), ``"final"`` or ``"episode"``
     :param copy_info_dict: Store info dicts and pass them to ``compute_reward``
+    :param compute_reward: Reward function of relabelled transitions, ``f(achieved_goal, desired_goal, infos)``
+        vectorised over the batch; ``None`` (default) calls the env's ``compute_reward``. Hierarchical levels
+        use it for rewards in their subgoal space.
     """
 
     def __init__(
@@ -48,6 +59,7 @@ class HindsightReplayBuffer(HerReplayBuffer):
         n_sampled_goal: int = 4,
         goal_selection_strategy: GoalSelectionStrategy | str = "future",
         copy_info_dict: bool = False,
+        compute_reward: RewardFn | None = None,
     ):
         check_goal_observation_space(observation_space)
         if not isinstance(n_sampled_goal, int | np.integer) or n_sampled_goal < 0:
@@ -66,6 +78,50 @@ class HindsightReplayBuffer(HerReplayBuffer):
             n_sampled_goal=n_sampled_goal,
             goal_selection_strategy=goal_selection_strategy,
             copy_info_dict=copy_info_dict,
+        )
+        self.compute_reward = compute_reward
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        # A reward function given by the owner (a closure, a bound method) is set again by the owner after loading.
+        state["compute_reward"] = None
+        return state
+
+    def _relabelled_rewards(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, infos: Any) -> np.ndarray:
+        if self.compute_reward is not None:
+            return np.asarray(self.compute_reward(achieved_goal, desired_goal, infos), dtype=np.float32)
+        assert self.env is not None, "HindsightReplayBuffer needs an env (or compute_reward) to relabel rewards"
+        return call_compute_reward(self.env, achieved_goal, desired_goal, infos)
+
+    def _get_virtual_samples(
+        self, batch_indices: np.ndarray, env_indices: np.ndarray, env: VecNormalize | None = None
+    ) -> DictReplayBufferSamples:
+        """
+        Transitions with relabelled goals and recomputed rewards (SB3's, with a pluggable reward function).
+
+        :param batch_indices: Indices of the transitions
+        :param env_indices: Indices of the envs
+        :param env: VecNormalize wrapper to normalise with, if any
+        :return: The relabelled samples
+        """
+        obs = {key: values[batch_indices, env_indices, :] for key, values in self.observations.items()}
+        next_obs = {key: values[batch_indices, env_indices, :] for key, values in self.next_observations.items()}
+        infos = copy.deepcopy(self.infos[batch_indices, env_indices]) if self.copy_info_dict else [{}] * len(batch_indices)
+        new_goals = self._sample_goals(batch_indices, env_indices)
+        obs["desired_goal"] = new_goals
+        next_obs["desired_goal"] = new_goals
+        # r_t depends on s_{t+1}: the reward of a relabelled transition uses the *next* achieved goal.
+        rewards = self._relabelled_rewards(next_obs["achieved_goal"], new_goals, infos)
+        obs_ = self._normalize_obs(obs, env)
+        next_obs_ = self._normalize_obs(next_obs, env)
+        assert isinstance(obs_, dict) and isinstance(next_obs_, dict)
+        dones = self.dones[batch_indices, env_indices] * (1 - self.timeouts[batch_indices, env_indices])
+        return DictReplayBufferSamples(
+            observations={key: self.to_torch(value) for key, value in obs_.items()},
+            actions=self.to_torch(self.actions[batch_indices, env_indices]),
+            next_observations={key: self.to_torch(value) for key, value in next_obs_.items()},
+            dones=self.to_torch(dones).reshape(-1, 1),
+            rewards=self.to_torch(self._normalize_reward(rewards.reshape(-1, 1), env)),
         )
 
     def last_episode_indices(self, env_idx: int) -> np.ndarray:
