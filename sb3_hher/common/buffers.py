@@ -80,12 +80,41 @@ class HindsightReplayBuffer(HerReplayBuffer):
             copy_info_dict=copy_info_dict,
         )
         self.compute_reward = compute_reward
+        # Flat indices of the transitions of finished episodes (what `sample` draws from), recomputed only when an
+        # episode ends or is overwritten instead of scanning the whole buffer at every gradient step.
+        self._valid_indices: np.ndarray | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # A reward function given by the owner (a closure, a bound method) is set again by the owner after loading.
         state["compute_reward"] = None
+        state["_valid_indices"] = None
         return state
+
+    def add(  # type: ignore[override]
+        self,
+        obs: dict[str, np.ndarray],
+        next_obs: dict[str, np.ndarray],
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        if np.any(self.ep_length[self.pos] > 0):
+            self._valid_indices = None  # an old episode is about to be overwritten and dropped
+        super().add(obs, next_obs, action, reward, done, infos)
+
+    def _compute_episode_length(self, env_idx: int) -> None:
+        super()._compute_episode_length(env_idx)
+        self._valid_indices = None
+
+    def valid_indices(self) -> np.ndarray:
+        """
+        :return: Flat indices (into ``(buffer_size, n_envs)``) of the transitions that can be sampled
+        """
+        if self._valid_indices is None:
+            self._valid_indices = np.flatnonzero(self.ep_length > 0)
+        return self._valid_indices
 
     def _relabelled_rewards(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, infos: Any) -> np.ndarray:
         if self.compute_reward is not None:
@@ -93,28 +122,44 @@ class HindsightReplayBuffer(HerReplayBuffer):
         assert self.env is not None, "HindsightReplayBuffer needs an env (or compute_reward) to relabel rewards"
         return call_compute_reward(self.env, achieved_goal, desired_goal, infos)
 
-    def _get_virtual_samples(
-        self, batch_indices: np.ndarray, env_indices: np.ndarray, env: VecNormalize | None = None
-    ) -> DictReplayBufferSamples:
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> DictReplayBufferSamples:  # type: ignore[override]
         """
-        Transitions with relabelled goals and recomputed rewards (SB3's, with a pluggable reward function).
+        Sample a batch of which the first ``int(her_ratio * batch_size)`` transitions are relabelled.
 
-        :param batch_indices: Indices of the transitions
-        :param env_indices: Indices of the envs
+        Same distribution as SB3's ``HerReplayBuffer.sample`` (uniform over the transitions of finished episodes,
+        goals drawn by ``_sample_goals``, rewards recomputed for relabelled goals), in a single pass: each array is
+        gathered and converted once instead of separately for real and relabelled parts.
+
+        :param batch_size: Number of transitions
         :param env: VecNormalize wrapper to normalise with, if any
-        :return: The relabelled samples
+        :return: The samples
         """
-        obs = {key: values[batch_indices, env_indices, :] for key, values in self.observations.items()}
-        next_obs = {key: values[batch_indices, env_indices, :] for key, values in self.next_observations.items()}
-        infos = copy.deepcopy(self.infos[batch_indices, env_indices]) if self.copy_info_dict else [{}] * len(batch_indices)
-        new_goals = self._sample_goals(batch_indices, env_indices)
-        obs["desired_goal"] = new_goals
-        next_obs["desired_goal"] = new_goals
-        # r_t depends on s_{t+1}: the reward of a relabelled transition uses the *next* achieved goal.
-        rewards = self._relabelled_rewards(next_obs["achieved_goal"], new_goals, infos)
+        valid_indices = self.valid_indices()
+        if len(valid_indices) == 0:
+            raise RuntimeError(
+                "Unable to sample before the end of the first episode: choose learning_starts larger than the "
+                "length of an episode"
+            )
+        sampled = np.random.choice(valid_indices, size=batch_size, replace=True)
+        batch_indices, env_indices = np.unravel_index(sampled, self.ep_length.shape)
+        n_virtual = int(self.her_ratio * batch_size)
+
+        obs = {key: values[batch_indices, env_indices] for key, values in self.observations.items()}
+        next_obs = {key: values[batch_indices, env_indices] for key, values in self.next_observations.items()}
+        rewards = self.rewards[batch_indices, env_indices].astype(np.float32)
+        if n_virtual > 0:
+            virtual_batch, virtual_env = batch_indices[:n_virtual], env_indices[:n_virtual]
+            new_goals = self._sample_goals(virtual_batch, virtual_env)
+            obs["desired_goal"][:n_virtual] = new_goals
+            next_obs["desired_goal"][:n_virtual] = new_goals
+            infos = copy.deepcopy(self.infos[virtual_batch, virtual_env]) if self.copy_info_dict else [{}] * n_virtual
+            # r_t depends on s_{t+1}: the reward of a relabelled transition uses the *next* achieved goal.
+            rewards[:n_virtual] = self._relabelled_rewards(next_obs["achieved_goal"][:n_virtual], new_goals, infos)
+
         obs_ = self._normalize_obs(obs, env)
         next_obs_ = self._normalize_obs(next_obs, env)
         assert isinstance(obs_, dict) and isinstance(next_obs_, dict)
+        # Only terminations end the bootstrap; time-limit truncations do not (infinite-horizon view).
         dones = self.dones[batch_indices, env_indices] * (1 - self.timeouts[batch_indices, env_indices])
         return DictReplayBufferSamples(
             observations={key: self.to_torch(value) for key, value in obs_.items()},

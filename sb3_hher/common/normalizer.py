@@ -45,6 +45,16 @@ class RunningNormalizer(nn.Module):
         self.register_buffer("mean", th.zeros(size, dtype=th.float64))
         self.register_buffer("var", th.ones(size, dtype=th.float64))
         self.register_buffer("count", th.zeros((), dtype=th.float64))
+        # float32 copies used by forward, refreshed after every change of the statistics (not saved: derived).
+        self.register_buffer("_mean32", th.zeros(size), persistent=False)
+        self.register_buffer("_std32", th.ones(size), persistent=False)
+        self._refresh()
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh())
+
+    @th.no_grad()
+    def _refresh(self) -> None:
+        self._mean32.copy_(self.mean)
+        self._std32.copy_(self.std)
 
     @property
     def std(self) -> th.Tensor:
@@ -75,6 +85,7 @@ class RunningNormalizer(nn.Module):
         self.mean.add_(delta * n / total)
         self.var.copy_(m2 / total)
         self.count.fill_(total)
+        self._refresh()
 
     def forward(self, values: th.Tensor) -> th.Tensor:
         """
@@ -83,9 +94,8 @@ class RunningNormalizer(nn.Module):
         :param values: Raw values
         :return: Normalised and clipped values, in the dtype of ``values``
         """
-        dtype = values.dtype
         clipped = values.clamp(-self.clip_obs, self.clip_obs)
-        normalized = (clipped - self.mean.to(dtype)) / self.std.to(dtype)
+        normalized = (clipped - self._mean32.to(values.dtype)) / self._std32.to(values.dtype)
         return normalized.clamp(-self.clip_range, self.clip_range)
 
     def extra_repr(self) -> str:
