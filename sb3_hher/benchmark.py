@@ -23,7 +23,6 @@ import pickle
 import random
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,7 +124,6 @@ def run_job(spec: JobSpec) -> str:
     from sb3_hher.common.goal_env import import_robotics
 
     th.set_num_threads(spec.threads)
-    warnings.filterwarnings("ignore", message=".*AdroitHand.*")
     import_robotics()
     cls, _ = _algorithm_classes()[spec.algo]
     out = Path(spec.out)

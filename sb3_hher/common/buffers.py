@@ -80,6 +80,9 @@ class HindsightReplayBuffer(HerReplayBuffer):
             copy_info_dict=copy_info_dict,
         )
         self.compute_reward = compute_reward
+        if not copy_info_dict:
+            # SB3 allocates one dict per slot (~70 MB per million transitions) even when infos are never stored.
+            self.infos = np.empty((0, self.n_envs), dtype=object)
         # Flat indices of the transitions of finished episodes (what `sample` draws from), recomputed only when an
         # episode ends or is overwritten instead of scanning the whole buffer at every gradient step.
         self._valid_indices: np.ndarray | None = None

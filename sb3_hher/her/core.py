@@ -92,9 +92,10 @@ class BaselinesHerMixin:
         self.n_sampled_goal = int(n_sampled_goal)
         self.goal_selection_strategy = goal_selection_strategy
         self.return_bounds: tuple[float, float] | None = None
-        if self.action_noise is None and self.noise_eps > 0 and self.action_space is not None:
+        action_space = getattr(self, "action_space", None)  # unset when load() builds the model without an env
+        if self.action_noise is None and self.noise_eps > 0 and action_space is not None:
             # Baselines: u + noise_eps * max_u * N(0, 1), in the [-1, 1]-scaled action space.
-            dim = int(np.prod(self.action_space.shape))
+            dim = int(np.prod(action_space.shape))
             self.action_noise = NormalActionNoise(np.zeros(dim), self.noise_eps * np.ones(dim))
 
     def _return_bounds_for(self, spec: GoalEnvSpec) -> tuple[float, float] | None:
