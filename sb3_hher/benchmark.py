@@ -111,6 +111,20 @@ def _make_model(spec: JobSpec, env: Any) -> Any:
     return cls("MultiInputPolicy", env, seed=spec.seed, verbose=0, **kwargs)
 
 
+def _exit_with_parent() -> None:
+    """In a worker process: exit when the parent (the runner) dies, so stopping the runner stops its runs."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def run_job(spec: JobSpec) -> str:
     """
     Train one (algorithm, seed), evaluating every ``eval_freq`` steps; resumes from its checkpoint if any.
@@ -124,6 +138,8 @@ def run_job(spec: JobSpec) -> str:
     from sb3_hher.common.goal_env import import_robotics
 
     th.set_num_threads(spec.threads)
+    if mp.parent_process() is not None:
+        _exit_with_parent()
     import_robotics()
     cls, _ = _algorithm_classes()[spec.algo]
     out = Path(spec.out)
