@@ -7,8 +7,9 @@ budgets, networks and update schedule, evaluated on separate deterministic test 
         --out docs/benchmarks/fetchpush
 
 Each (algorithm, seed) run is a separate process (``--n-jobs`` at a time, ``--threads`` torch threads each).
-A run checkpoints its model, replay buffer and random states after every evaluation, under
-``<out>/checkpoints`` (not meant for git): rerunning the same command resumes every unfinished run.
+A run checkpoints exactly (model, replay buffer, random and env states: ``sb3_hher.common.checkpoint``) after every
+evaluation, under ``<out>/checkpoints`` (not meant for git): rerunning the same command resumes every unfinished run
+as if it had never stopped.
 Results go to ``<out>/runs/<algo>_seed<k>.csv`` (one row per evaluation), then ``results.csv``,
 ``learning_curve.png`` and ``results.md`` in ``<out>``.
 """
@@ -20,10 +21,9 @@ import json
 import multiprocessing as mp
 import os
 import pickle
-import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +132,11 @@ def run_job(spec: JobSpec) -> str:
     :param spec: What to run
     :return: Path of the run's CSV
     """
+    import pandas as pd
     import torch as th
     from stable_baselines3.common.env_util import make_vec_env
 
+    from sb3_hher.common.checkpoint import checkpoint_exists, get_env_states, load_checkpoint, save_checkpoint, set_env_states
     from sb3_hher.common.goal_env import import_robotics
 
     th.set_num_threads(spec.threads)
@@ -150,17 +152,15 @@ def run_job(spec: JobSpec) -> str:
 
     env = make_vec_env(spec.env_id, n_envs=spec.n_envs, seed=spec.seed)
     eval_env = make_vec_env(spec.env_id, n_envs=1, seed=spec.seed + 100_000)
-    state_path = ckpt / "state.pkl"
-    if state_path.exists():
-        with open(state_path, "rb") as file:
-            state = pickle.load(file)
-        model = cls.load(ckpt / "model.zip", env=env, device="cpu")
-        model.load_replay_buffer(ckpt / "replay_buffer.pkl")
-        np.random.set_state(state["numpy"])
-        random.setstate(state["random"])
-        th.set_rng_state(state["torch"])
-        rows = state["rows"]
-        train_time = state["train_time"]
+    eval_state = ckpt / "eval_env_state.pkl"
+    if checkpoint_exists(ckpt) and csv_path.exists():
+        model = load_checkpoint(cls, ckpt, env, device="cpu")
+        if eval_state.exists():
+            with open(eval_state, "rb") as file:
+                set_env_states(eval_env, pickle.load(file))
+        # Rows written after the last complete checkpoint (a run killed in between) are dropped.
+        rows = [row for row in pd.read_csv(csv_path).values.tolist() if row[2] <= model.num_timesteps]
+        train_time = float(rows[-1][5])
         print(f"[{spec.name}] resuming at {model.num_timesteps} steps", flush=True)
     else:
         model = _make_model(spec, env)
@@ -183,21 +183,10 @@ def run_job(spec: JobSpec) -> str:
             flush=True,
         )
         _write_csv(csv_path, rows)
-        # Checkpoint: model and buffer first, the state file last (atomically), so a killed run resumes from
-        # the last complete checkpoint.
-        model.save(ckpt / "model.tmp.zip")
-        os.replace(ckpt / "model.tmp.zip", ckpt / "model.zip")
-        model.save_replay_buffer(ckpt / "replay_buffer.tmp.pkl")
-        os.replace(ckpt / "replay_buffer.tmp.pkl", ckpt / "replay_buffer.pkl")
-        state = {
-            "numpy": np.random.get_state(),
-            "random": random.getstate(),
-            "torch": th.get_rng_state(),
-            "rows": rows,
-            "train_time": train_time,
-            "spec": asdict(spec),
-        }
-        _atomic_write_bytes(state_path, pickle.dumps(state))
+        # Exact checkpoint (model, buffer, random and env states; sb3_hher.common.checkpoint): rerunning the command
+        # continues the run as if it had never stopped.
+        _atomic_write_bytes(eval_state, pickle.dumps(get_env_states(eval_env)))
+        save_checkpoint(model, ckpt)
     _write_csv(csv_path, rows)
     env.close()
     eval_env.close()

@@ -1,0 +1,127 @@
+"""Exact resume (issue 7): a run checkpointed, killed and resumed ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+from sb3_hher import HerDDPG, HerTD3
+from sb3_hher.common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from sb3_hher.common.goal_env import make_goal_env
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "resumable_training.py"
+
+
+def make_env() -> DummyVecEnv:
+    return DummyVecEnv([lambda: make_goal_env("FetchReach-v4")])
+
+
+def build(algo: type, seed: int = 3) -> HerDDPG:
+    env = make_env()
+    env.seed(seed)
+    return algo("MultiInputPolicy", env, seed=seed, gradient_steps=5)
+
+
+def assert_same_training_state(a: HerDDPG, b: HerDDPG) -> None:
+    state_a, state_b = a.policy.state_dict(), b.policy.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert th.equal(state_a[key], state_b[key]), key
+    assert a.num_timesteps == b.num_timesteps
+    buffer_a, buffer_b = a.replay_buffer, b.replay_buffer
+    assert buffer_a.pos == buffer_b.pos
+    for key in buffer_a.observations:
+        np.testing.assert_array_equal(buffer_a.observations[key], buffer_b.observations[key])
+        np.testing.assert_array_equal(buffer_a.next_observations[key], buffer_b.next_observations[key])
+    np.testing.assert_array_equal(buffer_a.actions, buffer_b.actions)
+    np.testing.assert_array_equal(buffer_a.ep_length, buffer_b.ep_length)
+
+
+@pytest.mark.parametrize("algo", [HerDDPG, HerTD3])
+def test_checkpoint_resume_equals_uninterrupted_run(tmp_path: Path, algo: type) -> None:
+    reference = build(algo)
+    reference.learn(600)
+
+    model = build(algo)
+    model.learn(300)
+    save_checkpoint(model, tmp_path / "ckpt")
+    del model
+    resumed = load_checkpoint(algo, tmp_path / "ckpt", make_env())
+    resumed.learn(300, reset_num_timesteps=False)
+    assert_same_training_state(reference, resumed)
+
+
+def test_exact_checkpoint_needs_episode_boundary(tmp_path: Path) -> None:
+    model = HerDDPG("MultiInputPolicy", make_env(), seed=0, train_freq=1, gradient_steps=1, learning_starts=50)
+    model.learn(120)  # FetchReach episodes last 50 steps: 120 is inside the third one
+    with pytest.raises(CheckpointError, match="episode boundary"):
+        save_checkpoint(model, tmp_path / "ckpt")
+
+
+def test_inexact_checkpoint_with_subproc_env(tmp_path: Path) -> None:
+    env = SubprocVecEnv([lambda: make_goal_env("FetchReach-v4")])
+    try:
+        model = HerDDPG("MultiInputPolicy", env, seed=0, gradient_steps=2)
+        model.learn(100)
+        with pytest.raises(CheckpointError, match="DummyVecEnv"):
+            save_checkpoint(model, tmp_path / "exact")
+        save_checkpoint(model, tmp_path / "ckpt", exact=False)
+        resumed = load_checkpoint(HerDDPG, tmp_path / "ckpt", env)
+        assert resumed.num_timesteps == 100
+        resumed.learn(100, reset_num_timesteps=False)
+        assert resumed.num_timesteps == 200
+    finally:
+        env.close()
+
+
+def _run_script(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--total-timesteps",
+        "800",
+        "--chunk",
+        "200",
+        "--gradient-steps",
+        "5",
+        "--seed",
+        "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([*command, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def test_killed_training_resumes_to_uninterrupted_result(tmp_path: Path) -> None:
+    uninterrupted = _run_script(tmp_path, "--checkpoint", str(tmp_path / "a"), "--save-params", str(tmp_path / "a.npz"))
+    output, _ = uninterrupted.communicate(timeout=170)
+    assert uninterrupted.returncode == 0, output
+
+    killed = _run_script(tmp_path, "--checkpoint", str(tmp_path / "b"), "--save-params", str(tmp_path / "b.npz"))
+    assert killed.stdout is not None
+    for line in killed.stdout:  # kill it in the middle of the chunk after its second checkpoint
+        if "checkpoint at 400" in line:
+            time.sleep(0.5)
+            killed.send_signal(signal.SIGKILL)
+            break
+    killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "b.npz").exists()
+
+    resumed = _run_script(tmp_path, "--checkpoint", str(tmp_path / "b"), "--save-params", str(tmp_path / "b.npz"))
+    output, _ = resumed.communicate(timeout=170)
+    assert resumed.returncode == 0, output
+    assert "resumed at 400 steps" in output
+
+    reference, result = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert int(result["num_timesteps"]) == 800
+    for key in reference.files:
+        np.testing.assert_array_equal(reference[key], result[key], err_msg=key)
