@@ -80,6 +80,12 @@ class HindsightReplayBuffer(HerReplayBuffer):
             copy_info_dict=copy_info_dict,
         )
         self.compute_reward = compute_reward
+        for storage in (self.observations, self.next_observations):
+            for key, values in storage.items():
+                if values.dtype == np.float64:
+                    # gymnasium-robotics declares float64 observations; the networks read float32, so storing
+                    # float64 would double the buffer's memory for nothing (SB3 does the same for actions).
+                    storage[key] = np.zeros(values.shape, dtype=np.float32)
         if not copy_info_dict:
             # SB3 allocates one dict per slot (~70 MB per million transitions) even when infos are never stored.
             self.infos = np.empty((0, self.n_envs), dtype=object)
