@@ -67,6 +67,12 @@ class BaselinesHerMixin:
         noise_eps: float,
         n_sampled_goal: int,
         goal_selection_strategy: str,
+        demo_file: str | None = None,
+        demo_batch_size: int = 128,
+        bc_loss: bool = False,
+        q_filter: bool = False,
+        prm_loss_weight: float = 0.001,
+        aux_loss_weight: float = 0.0078,
     ) -> None:
         if gamma is not None and not 0.0 < gamma < 1.0:
             raise ValueError(f"gamma must be in (0, 1) (or None for 1 - 1/T), got {gamma}")
@@ -82,6 +88,22 @@ class BaselinesHerMixin:
             raise ValueError(f"clip_return must be 'auto', a positive number or None, got {clip_return!r}")
         if not isinstance(n_sampled_goal, int | np.integer) or n_sampled_goal < 0:
             raise ValueError(f"n_sampled_goal (baselines replay_k) must be an integer >= 0, got {n_sampled_goal!r}")
+        if (bc_loss or q_filter) and demo_file is None:
+            raise ValueError("bc_loss and q_filter need demonstrations: pass demo_file")
+        if q_filter and not bc_loss:
+            raise ValueError("q_filter filters the behaviour-cloning loss: it needs bc_loss=True")
+        if demo_file is not None and not 0 < demo_batch_size < self.batch_size:  # type: ignore[attr-defined]
+            raise ValueError(
+                f"demo_batch_size must be in (0, batch_size={self.batch_size}) (demo transitions are part of each "  # type: ignore[attr-defined]
+                f"batch, as in baselines), got {demo_batch_size}"
+            )
+        self.demo_file = None if demo_file is None else str(demo_file)
+        self.demo_batch_size = int(demo_batch_size)
+        self.bc_loss = bc_loss
+        self.q_filter = q_filter
+        self.prm_loss_weight = float(prm_loss_weight)
+        self.aux_loss_weight = float(aux_loss_weight)
+        self.demo_buffer: HindsightReplayBuffer | None = None
         self.gamma = gamma  # type: ignore[assignment]  # resolved in _setup_model when None
         self.target_update_interval = int(target_update_interval)
         self.action_l2 = float(action_l2)
@@ -153,6 +175,100 @@ class BaselinesHerMixin:
         super()._setup_model()  # type: ignore[misc]
         if not isinstance(self.policy, GoalPolicy):
             raise TypeError(f"{type(self).__name__} needs a GoalPolicy ('MultiInputPolicy'), got {type(self.policy).__name__}")
+        if self.demo_file is not None and self.env is not None:
+            self._load_demo_buffer()
+
+    def _load_demo_buffer(self) -> None:
+        """
+        Fill the demonstration buffer from ``demo_file`` (baselines ``DDPG.init_demo_buffer``): demo episodes are
+        relabelled like the agent's own, and their observations and relabelled goals feed the normaliser.
+        """
+        from sb3_hher.demos.io import load_demonstrations
+
+        demos = load_demonstrations(self.demo_file, env=self.env)
+        n_episodes, horizon = demos.action.shape[:2]
+        buffer = HindsightReplayBuffer(
+            n_episodes * horizon,
+            self.observation_space,  # type: ignore[attr-defined]
+            self.action_space,
+            env=self.env,
+            device=self.device,  # type: ignore[attr-defined]
+            n_sampled_goal=self.n_sampled_goal,
+            goal_selection_strategy=self.goal_selection_strategy,
+        )
+        keys = ("observation", "achieved_goal", "desired_goal")
+        for episode in range(n_episodes):
+            for step in range(horizon):
+                obs = {key: getattr(demos, key)[episode, step][None] for key in keys}
+                next_obs = {key: getattr(demos, key)[episode, step + 1][None] for key in keys}
+                next_obs["desired_goal"] = obs["desired_goal"]
+                reward = buffer._relabelled_rewards(next_obs["achieved_goal"], obs["desired_goal"], [{}])
+                last = step == horizon - 1
+                # Episodes end on the time limit: stored as truncations, bootstrapped like the agent's own.
+                infos = [{"TimeLimit.truncated": last}]
+                buffer.add(obs, next_obs, demos.action[episode, step][None], reward, np.array([last]), infos)
+            observations, goals = buffer.episode_for_normalizer(0)
+            self.policy.normalizer.update(observations, goals)
+        self.demo_buffer = buffer
+
+    def _excluded_save_params(self) -> list[str]:
+        # Rebuilt from demo_file when the model is loaded.
+        return [*super()._excluded_save_params(), "demo_buffer"]  # type: ignore[misc]
+
+    def _sample_batch(self, batch_size: int) -> tuple[Any, int]:
+        """
+        A training batch: ``batch_size`` transitions, the last ``demo_batch_size`` of them from the demonstrations
+        when there are any (baselines).
+
+        :return: The samples and the number of demonstration transitions at their end
+        """
+        assert self.replay_buffer is not None
+        if self.demo_buffer is None:
+            return self.replay_buffer.sample(batch_size, env=self._vec_normalize_env), 0  # type: ignore[attr-defined]
+        agent = self.replay_buffer.sample(batch_size - self.demo_batch_size, env=self._vec_normalize_env)  # type: ignore[attr-defined]
+        demo = self.demo_buffer.sample(self.demo_batch_size, env=self._vec_normalize_env)  # type: ignore[attr-defined]
+        merged = type(agent)(
+            observations={key: th.cat((agent.observations[key], demo.observations[key])) for key in agent.observations},
+            actions=th.cat((agent.actions, demo.actions)),
+            next_observations={
+                key: th.cat((agent.next_observations[key], demo.next_observations[key])) for key in agent.next_observations
+            },
+            dones=th.cat((agent.dones, demo.dones)),
+            rewards=th.cat((agent.rewards, demo.rewards)),
+        )
+        return merged, self.demo_batch_size
+
+    def _actor_loss(self, observations: dict[str, th.Tensor], actions: th.Tensor, n_demo: int) -> tuple[th.Tensor, dict]:
+        """
+        Actor loss: ``-Q(s, pi(s)) + action_l2 * pi(s)^2`` (baselines), and with demonstrations the behaviour-cloning
+        loss on the demo transitions, optionally only where the critic prefers the demo action (Q-filter; Nair et
+        al. 2018, https://arxiv.org/abs/1709.10089):
+        ``prm_loss_weight * (-Q + action_l2 * pi^2) + aux_loss_weight * sum_demo ||pi(s) - a||^2``.
+
+        :param observations: Batch observations
+        :param actions: Batch actions (the last ``n_demo`` are demonstrations)
+        :param n_demo: Number of demonstration transitions at the end of the batch
+        :return: The loss and the statistics to log
+        """
+        actions_pi = self.actor(observations)  # type: ignore[attr-defined]
+        q_pi = self.critic.q1_forward(observations, actions_pi)  # type: ignore[attr-defined]
+        stats: dict[str, float] = {}
+        l2_loss = self.action_l2 * actions_pi.pow(2).mean()
+        # Baselines: pi_loss += action_l2 * mean((pi / max_u)^2); actions are already in [-1, 1].
+        loss = -q_pi.mean() + l2_loss
+        stats["action_l2_loss"] = l2_loss.item()
+        if self.bc_loss and n_demo > 0:
+            demo_obs = {key: value[-n_demo:] for key, value in observations.items()}
+            squared_error = (actions_pi[-n_demo:] - actions[-n_demo:]).pow(2).sum(dim=1, keepdim=True)
+            if self.q_filter:
+                with th.no_grad():
+                    keep = (self.critic.q1_forward(demo_obs, actions[-n_demo:]) > q_pi[-n_demo:]).float()  # type: ignore[attr-defined]
+                stats["q_filter_accept_rate"] = keep.mean().item()
+                squared_error = squared_error * keep
+            cloning_loss = squared_error.sum()
+            stats["bc_loss"] = cloning_loss.item()
+            loss = self.prm_loss_weight * loss + self.aux_loss_weight * cloning_loss
+        return loss, stats
 
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
@@ -208,10 +324,11 @@ class BaselinesHerMixin:
         self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])  # type: ignore[attr-defined]
         assert self.replay_buffer is not None
 
-        actor_losses, critic_losses, l2_losses, q_means, target_means, clipped = [], [], [], [], [], []
+        actor_losses, critic_losses, q_means, target_means, clipped = [], [], [], [], []
+        actor_stats: dict[str, list[float]] = {}
         for _ in range(gradient_steps):
             self._n_updates += 1
-            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[attr-defined]
+            replay_data, n_demo = self._sample_batch(batch_size)
 
             with th.no_grad():
                 next_actions = self.actor_target(replay_data.next_observations)  # type: ignore[attr-defined]
@@ -239,13 +356,9 @@ class BaselinesHerMixin:
             self.critic.optimizer.step()  # type: ignore[attr-defined]
 
             if self._n_updates % self.policy_delay == 0:
-                actions_pi = self.actor(replay_data.observations)  # type: ignore[attr-defined]
-                actor_loss = -self.critic.q1_forward(replay_data.observations, actions_pi).mean()  # type: ignore[attr-defined]
-                if self.action_l2 > 0:
-                    # Baselines: pi_loss += action_l2 * mean((pi / max_u)^2); actions are already in [-1, 1].
-                    l2_loss = self.action_l2 * actions_pi.pow(2).mean()
-                    l2_losses.append(l2_loss.item())
-                    actor_loss = actor_loss + l2_loss
+                actor_loss, stats = self._actor_loss(replay_data.observations, replay_data.actions, n_demo)
+                for key, value in stats.items():
+                    actor_stats.setdefault(key, []).append(value)
                 actor_losses.append(actor_loss.item())
                 self.actor.optimizer.zero_grad()  # type: ignore[attr-defined]
                 actor_loss.backward()
@@ -254,7 +367,7 @@ class BaselinesHerMixin:
             if self._n_updates % self.target_update_interval == 0:
                 self._update_targets()
 
-        self._log_train_stats(actor_losses, critic_losses, l2_losses, q_means, target_means, clipped)
+        self._log_train_stats(actor_losses, critic_losses, actor_stats, q_means, target_means, clipped)
 
     def _update_targets(self) -> None:
         polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)  # type: ignore[attr-defined]
@@ -266,7 +379,7 @@ class BaselinesHerMixin:
         self,
         actor_losses: list[float],
         critic_losses: list[float],
-        l2_losses: list[float],
+        actor_stats: dict[str, list[float]],
         q_means: list[float],
         target_means: list[float],
         clipped: list[float],
@@ -274,8 +387,8 @@ class BaselinesHerMixin:
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         if actor_losses:
             self.logger.record("train/actor_loss", np.mean(actor_losses))
-        if l2_losses:
-            self.logger.record("train/action_l2_loss", np.mean(l2_losses))
+        for key, values in actor_stats.items():
+            self.logger.record(f"train/{key}", np.mean(values))
         self.logger.record("train/critic_loss", np.mean(critic_losses))
         self.logger.record("train/q_mean", np.mean(q_means))
         self.logger.record("train/target_q_mean", np.mean(target_means))

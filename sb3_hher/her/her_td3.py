@@ -53,6 +53,13 @@ class HerTD3(BaselinesHerMixin, TD3):
         ``noise_eps``); used when ``action_noise`` is None
     :param n_sampled_goal: Relabelled transitions per real one (baselines ``replay_k``)
     :param goal_selection_strategy: Relabelling strategy ("future" as baselines, "final" or "episode")
+    :param demo_file: Demonstrations to learn from (baselines ``demo_file``; baselines' npz layout or
+        ``sb3_hher.demos``' format, see ``python -m sb3_hher.demos``); they fill a separate relabelled buffer
+    :param demo_batch_size: Demonstration transitions in each batch of ``batch_size`` (baselines ``demo_batch_size``)
+    :param bc_loss: Add the behaviour-cloning loss on demonstration transitions to the actor loss (baselines ``bc_loss``)
+    :param q_filter: Clone a demo action only where the critic values it above the policy's (baselines ``q_filter``)
+    :param prm_loss_weight: Weight of the usual actor loss when ``bc_loss`` (baselines ``prm_loss_weight``)
+    :param aux_loss_weight: Weight of the behaviour-cloning loss (baselines ``aux_loss_weight``)
     :param action_noise: Custom exploration noise (replaces ``noise_eps``)
     :param replay_buffer_class: A ``HindsightReplayBuffer`` subclass (default ``HindsightReplayBuffer``)
     :param replay_buffer_kwargs: Keyword arguments of the replay buffer
@@ -92,6 +99,12 @@ class HerTD3(BaselinesHerMixin, TD3):
         noise_eps: float = 0.2,
         n_sampled_goal: int = 4,
         goal_selection_strategy: str = "future",
+        demo_file: str | None = None,
+        demo_batch_size: int = 128,
+        bc_loss: bool = False,
+        q_filter: bool = False,
+        prm_loss_weight: float = 0.001,
+        aux_loss_weight: float = 0.0078,
         action_noise: ActionNoise | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
@@ -143,6 +156,12 @@ class HerTD3(BaselinesHerMixin, TD3):
             noise_eps=noise_eps,
             n_sampled_goal=n_sampled_goal,
             goal_selection_strategy=goal_selection_strategy,
+            demo_file=demo_file,
+            demo_batch_size=demo_batch_size,
+            bc_loss=bc_loss,
+            q_filter=q_filter,
+            prm_loss_weight=prm_loss_weight,
+            aux_loss_weight=aux_loss_weight,
         )
         if _init_setup_model:
             self._setup_model()

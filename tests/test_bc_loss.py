@@ -1,0 +1,83 @@
+"""Behaviour-cloning loss and Q-filter (issue 6) on hand-made batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch as th
+
+from sb3_hher import HerDDPG
+from sb3_hher.common.goal_env import make_goal_env
+
+
+@pytest.fixture(scope="module")
+def model() -> HerDDPG:
+    return HerDDPG("MultiInputPolicy", make_goal_env("FetchReach-v4"), seed=0, learning_starts=0)
+
+
+def batch(n: int) -> tuple[dict[str, th.Tensor], th.Tensor]:
+    generator = th.Generator().manual_seed(0)
+    observations = {
+        "observation": th.randn(n, 10, generator=generator),
+        "achieved_goal": th.randn(n, 3, generator=generator),
+        "desired_goal": th.randn(n, 3, generator=generator),
+    }
+    return observations, th.rand(n, 4, generator=generator) * 2 - 1
+
+
+def expected_losses(model: HerDDPG, observations: dict, actions: th.Tensor, n_demo: int, q_filter: bool) -> tuple:
+    with th.no_grad():
+        pi = model.actor(observations)
+        q_pi = model.critic.q1_forward(observations, pi)
+        base = -q_pi.mean() + model.action_l2 * pi.pow(2).mean()
+        error = (pi[-n_demo:] - actions[-n_demo:]).pow(2).sum(dim=1)
+        demo_obs = {key: value[-n_demo:] for key, value in observations.items()}
+        keep = (model.critic.q1_forward(demo_obs, actions[-n_demo:]) > q_pi[-n_demo:]).squeeze(1)
+        if q_filter:
+            error = error * keep.float()
+        return base, error.sum(), keep
+
+
+@pytest.mark.parametrize("q_filter", [False, True])
+def test_bc_loss_matches_baselines_formula(model: HerDDPG, q_filter: bool) -> None:
+    observations, actions = batch(16)
+    model.bc_loss, model.q_filter = True, q_filter
+    try:
+        loss, stats = model._actor_loss(observations, actions, n_demo=6)
+    finally:
+        model.bc_loss = model.q_filter = False
+    base, cloning, keep = expected_losses(model, observations, actions, 6, q_filter)
+    assert stats["bc_loss"] == pytest.approx(cloning.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(
+        model.prm_loss_weight * base.item() + model.aux_loss_weight * cloning.item(), rel=1e-5, abs=1e-7
+    )
+    if q_filter:
+        assert stats["q_filter_accept_rate"] == pytest.approx(keep.float().mean().item())
+
+
+def test_q_filter_mask_keeps_only_demo_actions_the_critic_prefers(model: HerDDPG) -> None:
+    observations, _ = batch(8)
+    with th.no_grad():
+        policy_actions = model.actor(observations)
+    # Demo actions equal to the policy's: Q(s, a_demo) > Q(s, pi(s)) is false everywhere, nothing is cloned.
+    model.bc_loss, model.q_filter = True, True
+    try:
+        _, stats = model._actor_loss(observations, policy_actions.clone(), n_demo=8)
+    finally:
+        model.bc_loss = model.q_filter = False
+    assert stats["q_filter_accept_rate"] == 0.0
+    assert stats["bc_loss"] == 0.0
+
+
+def test_without_bc_loss_the_demo_part_is_ignored(model: HerDDPG) -> None:
+    observations, actions = batch(8)
+    with_demo, stats = model._actor_loss(observations, actions, n_demo=4)
+    without_demo, _ = model._actor_loss(observations, actions, n_demo=0)
+    assert "bc_loss" not in stats
+    assert with_demo.item() == pytest.approx(without_demo.item())
+
+
+def test_bc_loss_needs_demonstrations() -> None:
+    with pytest.raises(ValueError, match="demo_file"):
+        HerDDPG("MultiInputPolicy", make_goal_env("FetchReach-v4"), bc_loss=True)
+    with pytest.raises(ValueError, match="bc_loss=True"):
+        HerDDPG("MultiInputPolicy", make_goal_env("FetchReach-v4"), q_filter=True, demo_file="demos.npz")
