@@ -62,8 +62,8 @@ def check_goal_observation_space(observation_space: spaces.Space) -> tuple[int, 
         )
     for key in GOAL_KEYS:
         space = observation_space.spaces[key]
-        if not isinstance(space, spaces.Box) or len(space.shape) != 1:
-            raise GoalEnvError(f"observation_space['{key}'] must be a 1-D Box, got {space}")
+        if not isinstance(space, spaces.Box | spaces.MultiBinary) or len(space.shape) != 1:
+            raise GoalEnvError(f"observation_space['{key}'] must be a 1-D Box (or MultiBinary), got {space}")
     achieved, desired = observation_space.spaces["achieved_goal"], observation_space.spaces["desired_goal"]
     if achieved.shape != desired.shape:
         raise GoalEnvError(
@@ -117,20 +117,21 @@ def check_goal_env(env: VecEnv) -> GoalEnvSpec:
 
     goal_space = env.observation_space.spaces["desired_goal"]  # type: ignore[union-attr]
     rng = np.random.default_rng(0)
-    low = np.where(np.isfinite(goal_space.low), goal_space.low, -1.0)
-    high = np.where(np.isfinite(goal_space.high), goal_space.high, 1.0)
+    # MultiBinary goals (SB3's BitFlippingEnv) have no low/high: they lie in [0, 1].
+    low = np.where(np.isfinite(goal_space.low), goal_space.low, -1.0) if hasattr(goal_space, "low") else np.zeros(goal_dim)
+    high = np.where(np.isfinite(goal_space.high), goal_space.high, 1.0) if hasattr(goal_space, "high") else np.ones(goal_dim)
     goal = rng.uniform(low, high, size=(goal_dim,)).astype(goal_space.dtype)
     # Far away in every dimension, whatever the goal space's bounds are.
     far = goal + (np.abs(high - low) + 1.0) * 1e3
     achieved = np.stack([goal, far]).astype(goal_space.dtype)
     desired = np.stack([goal, goal]).astype(goal_space.dtype)
-    try:
-        rewards = call_compute_reward(env, achieved, desired, [{}, {}])
-    except AttributeError as error:
+    if not env.has_attr("compute_reward"):
         raise GoalEnvError(
             "The env has no compute_reward(achieved_goal, desired_goal, info) method: hindsight relabelling "
             "needs it to recompute rewards for relabelled goals"
-        ) from error
+        )
+    try:
+        rewards = call_compute_reward(env, achieved, desired, [{}, {}])
     except Exception as error:
         raise GoalEnvError(
             "compute_reward(achieved_goal, desired_goal, info) failed on a batch of 2 goals: it must be "

@@ -149,6 +149,7 @@ class BaselinesHerMixin:
                     )
                 self.gamma = 1.0 - 1.0 / spec.max_episode_steps
             self.return_bounds = self._return_bounds_for(spec)
+            self._check_schedule(spec)
             if getattr(self, "_vec_normalize_env", None) is not None:
                 warnings.warn(
                     f"{type(self).__name__} normalises observations and goals inside its policy; wrapping the env in "
@@ -269,6 +270,30 @@ class BaselinesHerMixin:
             stats["bc_loss"] = cloning_loss.item()
             loss = self.prm_loss_weight * loss + self.aux_loss_weight * cloning_loss
         return loss, stats
+
+    def _check_schedule(self, spec: GoalEnvSpec) -> None:
+        """Make the update schedule work with several envs and refuse buffers an episode cannot fit in."""
+        train_freq = self.train_freq  # type: ignore[has-type]
+        if isinstance(train_freq, tuple) and str(train_freq[1]).lower().endswith("episode") and self.env.num_envs > 1:
+            if spec.max_episode_steps is None:
+                raise ValueError(
+                    f"train_freq={train_freq} counts episodes, which SB3 supports with one env only; with "
+                    f"{self.env.num_envs} envs and no time limit pass train_freq in steps"
+                )
+            # n episodes of each of the envs stepping in lock-step (baselines' rollout_batch_size per worker).
+            self.train_freq = (int(train_freq[0]) * spec.max_episode_steps, "step")
+        per_env = self.buffer_size // self.env.num_envs  # type: ignore[attr-defined]
+        if spec.max_episode_steps is not None and per_env <= spec.max_episode_steps:
+            raise ValueError(
+                f"buffer_size={self.buffer_size} holds {per_env} transitions per env, not more than one episode "  # type: ignore[attr-defined]
+                f"({spec.max_episode_steps} steps): relabelling needs whole episodes in the buffer"
+            )
+
+    def set_env(self, env: Any, force_reset: bool = True) -> None:
+        super().set_env(env, force_reset=force_reset)  # type: ignore[misc]
+        if self.replay_buffer is not None:
+            # The relabelling buffer recomputes rewards with the env's compute_reward: use the new env from now on.
+            self.replay_buffer.env = self.env
 
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1

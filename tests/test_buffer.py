@@ -1,0 +1,277 @@
+"""HindsightReplayBuffer: relabelled goals come from the right episode and step, rewards are recomputed.
+
+Synthetic episodes encode (episode id, step) in their achieved goals, so every sampled goal says where it came from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_point_env
+from gymnasium import spaces
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from sb3_hher.common.buffers import HindsightReplayBuffer
+
+# Goals of 2 numbers: (episode id, step). Real desired goals use step -1, which no achieved goal has.
+OBS_SPACE = spaces.Dict(
+    {
+        "observation": spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32),
+        "achieved_goal": spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32),
+        "desired_goal": spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32),
+    }
+)
+ACTION_SPACE = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+
+
+def encoded_reward(achieved_goal: np.ndarray, desired_goal: np.ndarray, _info) -> np.ndarray:
+    """Fetch-style sparse reward on the encoded goals: 0 when equal, -1 otherwise."""
+    return np.where(np.all(achieved_goal == desired_goal, axis=-1), 0.0, -1.0).astype(np.float32)
+
+
+class SyntheticEpisodes:
+    """
+    Feeds a buffer with episodes of given lengths from ``n_envs`` envs stepping in lock-step, and remembers
+    which (episode, step) each storage slot holds.
+    """
+
+    def __init__(self, buffer: HindsightReplayBuffer, lengths: list[int]) -> None:
+        self.buffer = buffer
+        self.n_envs = buffer.n_envs
+        self.lengths = lengths
+        self.episode_length: dict[int, int] = {}
+        self.slots: dict[tuple[int, int], tuple[int, int]] = {}  # (pos, env) -> (episode, step)
+        self._next_episode = 0
+        self._current = [self._new_episode(env_idx) for env_idx in range(self.n_envs)]
+        self.closed: list[tuple[int, int]] = []  # (env, episode) closed by the last add
+
+    def _new_episode(self, env_idx: int) -> list[int]:
+        episode = self._next_episode
+        self._next_episode += 1
+        self.episode_length[episode] = self.lengths[episode % len(self.lengths)]
+        return [episode, 0]
+
+    def step(self) -> None:
+        obs = {key: np.zeros((self.n_envs, *space.shape), dtype=np.float32) for key, space in OBS_SPACE.spaces.items()}
+        next_obs = {key: value.copy() for key, value in obs.items()}
+        dones = np.zeros(self.n_envs, dtype=bool)
+        infos = [{} for _ in range(self.n_envs)]
+        for env_idx, (episode, step) in enumerate(self._current):
+            obs["observation"][env_idx] = (episode, step, env_idx, 0)
+            obs["achieved_goal"][env_idx] = (episode, step)
+            next_obs["observation"][env_idx] = (episode, step + 1, env_idx, 0)
+            next_obs["achieved_goal"][env_idx] = (episode, step + 1)
+            obs["desired_goal"][env_idx] = next_obs["desired_goal"][env_idx] = (episode, -1)
+            self.slots[(self.buffer.pos, env_idx)] = (episode, step)
+            if step + 1 == self.episode_length[episode]:
+                dones[env_idx] = True
+                infos[env_idx]["TimeLimit.truncated"] = True
+        rewards = encoded_reward(next_obs["achieved_goal"], next_obs["desired_goal"], infos)
+        self.buffer.add(obs, next_obs, np.zeros((self.n_envs, 1), dtype=np.float32), rewards, dones, infos)
+        self.closed = []
+        for env_idx in np.flatnonzero(dones):
+            self.closed.append((int(env_idx), self._current[env_idx][0]))
+            self._current[env_idx] = self._new_episode(int(env_idx))
+        for env_idx in np.flatnonzero(~dones):
+            self._current[env_idx][1] += 1
+
+    def intact(self, episode: int) -> bool:
+        """Whether every transition of ``episode`` is still stored."""
+        stored = {step for (ep, step) in self.slots.values() if ep == episode}
+        return stored == set(range(self.episode_length[episode]))
+
+
+def make_buffer(
+    buffer_size: int, n_envs: int, n_sampled_goal: int, strategy: str = "future", **kwargs
+) -> HindsightReplayBuffer:
+    env = kwargs.pop("env", None) or DummyVecEnv([make_point_env] * n_envs)
+    return HindsightReplayBuffer(
+        buffer_size,
+        OBS_SPACE,
+        ACTION_SPACE,
+        env=env,
+        device="cpu",
+        n_envs=n_envs,
+        n_sampled_goal=n_sampled_goal,
+        goal_selection_strategy=strategy,
+        **kwargs,
+    )
+
+
+def check_goal_origin(goal: np.ndarray, episode: int, step: int, length: int, strategy: str) -> bool:
+    """
+    Whether ``goal`` is a legal goal for the transition ``step -> step + 1`` of ``episode``: its own desired goal, or
+    an achieved goal of the same episode chosen by ``strategy`` (achieved goals after step s are encoded s + 1).
+    """
+    goal_episode, goal_step = int(goal[0]), int(goal[1])
+    if goal_episode != episode:
+        return False
+    if goal_step == -1:
+        return True
+    if strategy == "future":
+        return step + 1 <= goal_step <= length
+    if strategy == "final":
+        return goal_step == length
+    return 1 <= goal_step <= length
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lengths=st.lists(st.integers(1, 12), min_size=1, max_size=8),
+    n_envs=st.integers(1, 2),
+    n_sampled_goal=st.integers(0, 8),
+    strategy=st.sampled_from(["future", "final", "episode"]),
+    slots_per_env=st.integers(13, 40),
+    n_steps=st.integers(12, 120),
+)
+def test_relabelled_goals_come_from_same_episode(lengths, n_envs, n_sampled_goal, strategy, slots_per_env, n_steps):
+    np.random.seed(0)
+    # SB3 buffers hold buffer_size // n_envs transitions per env; an episode must be shorter (see test_errors).
+    buffer = make_buffer(slots_per_env * n_envs, n_envs, n_sampled_goal, strategy)
+    feeder = SyntheticEpisodes(buffer, lengths)
+    for _ in range(n_steps):
+        feeder.step()
+        # episode_for_normalizer: observations of the episode that just ended, in order, and goals from that episode.
+        for env_idx, episode in feeder.closed:
+            observations, goals = buffer.episode_for_normalizer(env_idx)
+            length = feeder.episode_length[episode]
+            expected = np.array([(episode, step, env_idx, 0) for step in range(length)], dtype=np.float32)
+            np.testing.assert_array_equal(observations, expected)
+            assert len(goals) == length
+            for step, goal in enumerate(goals):
+                assert check_goal_origin(goal, episode, step, length, strategy), (goal, episode, step, length)
+    if not (buffer.ep_length > 0).any():
+        return  # Nothing complete to sample yet (SB3 raises in that case).
+
+    batch_size = 64
+    samples = buffer.sample(batch_size)
+    obs = {key: value.numpy() for key, value in samples.observations.items()}
+    next_obs = {key: value.numpy() for key, value in samples.next_observations.items()}
+    rewards = samples.rewards.numpy().ravel()
+    relabelled = obs["desired_goal"][:, 1] != -1
+    # Baselines' relabelling fraction: 1 - 1 / (k + 1) of every batch.
+    if strategy == "future":
+        assert relabelled.sum() == int((1 - 1 / (n_sampled_goal + 1)) * batch_size)
+    for i in range(batch_size):
+        episode, step = (int(v) for v in obs["achieved_goal"][i])
+        length = feeder.episode_length[episode]
+        assert feeder.intact(episode), f"sampled episode {episode} was partly overwritten"
+        assert 0 <= step < length
+        np.testing.assert_array_equal(next_obs["achieved_goal"][i], (episode, step + 1))
+        assert int(obs["observation"][i, 0]) == episode and int(obs["observation"][i, 1]) == step
+        np.testing.assert_array_equal(obs["desired_goal"][i], next_obs["desired_goal"][i])
+        assert check_goal_origin(obs["desired_goal"][i], episode, step, length, strategy), (
+            obs["desired_goal"][i],
+            episode,
+            step,
+        )
+    np.testing.assert_array_equal(rewards, encoded_reward(next_obs["achieved_goal"], obs["desired_goal"], None))
+    # Time-limit ends are bootstrapped through.
+    assert not samples.dones.numpy().any()
+
+
+def test_future_includes_the_next_achieved_goal_and_the_final_one():
+    """Over many samples, 'future' draws every step from the transition's next achieved goal to the episode's end."""
+    np.random.seed(1)
+    buffer = make_buffer(100, 1, n_sampled_goal=4)
+    feeder = SyntheticEpisodes(buffer, [5])
+    for _ in range(5):
+        feeder.step()
+    seen: dict[int, set[int]] = {step: set() for step in range(5)}
+    for _ in range(20):
+        samples = buffer.sample(256)
+        goals = samples.observations["desired_goal"].numpy()
+        steps = samples.observations["achieved_goal"].numpy()[:, 1].astype(int)
+        for step, goal_step in zip(steps, goals[:, 1].astype(int), strict=True):
+            if goal_step != -1:
+                seen[step].add(goal_step)
+    for step in range(5):
+        assert seen[step] == set(range(step + 1, 6)), (step, seen[step])
+
+
+def test_relabelling_fraction_of_normaliser_goals():
+    """relabel_goals replaces each goal independently with probability 1 - 1/(k+1) (0.8 for k = 4)."""
+    np.random.seed(2)
+    buffer = make_buffer(2_000, 1, n_sampled_goal=4)
+    feeder = SyntheticEpisodes(buffer, [1_000])
+    for _ in range(1_000):
+        feeder.step()
+    _, goals = buffer.episode_for_normalizer(0)
+    assert np.mean(goals[:, 1] != -1) == pytest.approx(0.8, abs=0.05)
+    buffer_k0 = make_buffer(100, 1, n_sampled_goal=0)
+    feeder = SyntheticEpisodes(buffer_k0, [50])
+    for _ in range(50):
+        feeder.step()
+    _, goals = buffer_k0.episode_for_normalizer(0)
+    assert np.all(goals[:, 1] == -1)
+
+
+def test_compute_reward_callable_replaces_env_method():
+    """A given compute_reward is used for relabelled rewards; the env's is never called (here there is no env)."""
+    calls = []
+
+    def subgoal_reward(achieved_goal, desired_goal, infos):
+        calls.append(len(achieved_goal))
+        return np.where(np.all(achieved_goal == desired_goal, axis=-1), 5.0, 3.0)
+
+    np.random.seed(3)
+    buffer = HindsightReplayBuffer(
+        100, OBS_SPACE, ACTION_SPACE, env=None, device="cpu", n_sampled_goal=4, compute_reward=subgoal_reward
+    )
+    feeder = SyntheticEpisodes(buffer, [6])
+    for _ in range(12):
+        feeder.step()
+    samples = buffer.sample(50)
+    assert calls == [int(0.8 * 50)]
+    goals = samples.observations["desired_goal"].numpy()
+    next_achieved = samples.next_observations["achieved_goal"].numpy()
+    rewards = samples.rewards.numpy().ravel()
+    relabelled = goals[:, 1] != -1
+    np.testing.assert_array_equal(rewards[relabelled], np.where(np.all(next_achieved == goals, axis=-1), 5.0, 3.0)[relabelled])
+    # Real transitions keep the reward the env gave when they were stored.
+    np.testing.assert_array_equal(rewards[~relabelled], -1.0)
+
+
+def test_env_compute_reward_is_used_by_default():
+    np.random.seed(4)
+    buffer = make_buffer(100, 1, n_sampled_goal=4)
+    feeder = SyntheticEpisodes(buffer, [6])
+    for _ in range(12):
+        feeder.step()
+    samples = buffer.sample(200)
+    goals = samples.observations["desired_goal"].numpy()
+    next_achieved = samples.next_observations["achieved_goal"].numpy()
+    # PointGoalEnv.compute_reward: 0 within 0.15 of the goal, -1 elsewhere; encoded goals are 0 or >= 1 apart.
+    np.testing.assert_array_equal(samples.rewards.numpy().ravel(), encoded_reward(next_achieved, goals, None))
+    assert (samples.rewards.numpy() == 0).any()
+
+
+def test_compute_reward_is_not_pickled():
+    import pickle
+
+    buffer = make_buffer(50, 1, n_sampled_goal=4, compute_reward=encoded_reward)
+    feeder = SyntheticEpisodes(buffer, [5])
+    for _ in range(7):
+        feeder.step()
+    restored = pickle.loads(pickle.dumps(buffer))
+    assert restored.compute_reward is None and restored.env is None
+    for key in OBS_SPACE.spaces:
+        np.testing.assert_array_equal(restored.observations[key], buffer.observations[key])
+    np.testing.assert_array_equal(restored.ep_length, buffer.ep_length)
+
+
+def test_last_episode_indices_needs_a_closed_episode():
+    buffer = make_buffer(50, 1, n_sampled_goal=4)
+    feeder = SyntheticEpisodes(buffer, [5])
+    feeder.step()
+    with pytest.raises(RuntimeError, match="does not close an episode"):
+        buffer.last_episode_indices(0)
+
+
+def test_invalid_buffer_arguments():
+    with pytest.raises(ValueError, match="n_sampled_goal"):
+        make_buffer(50, 1, n_sampled_goal=-1)
+    with pytest.raises(ValueError, match="optimize_memory_usage"):
+        make_buffer(50, 1, n_sampled_goal=4, optimize_memory_usage=True)
