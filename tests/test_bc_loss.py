@@ -81,3 +81,42 @@ def test_bc_loss_needs_demonstrations() -> None:
         HerDDPG("MultiInputPolicy", make_goal_env("FetchReach-v4"), bc_loss=True)
     with pytest.raises(ValueError, match="bc_loss=True"):
         HerDDPG("MultiInputPolicy", make_goal_env("FetchReach-v4"), q_filter=True, demo_file="demos.npz")
+
+
+def test_learning_from_generated_demonstrations(tmp_path) -> None:
+    from sb3_hher.demos import generate_demonstrations, save_demonstrations
+
+    demos, _ = generate_demonstrations("FetchReach-v4", n_episodes=4, seed=0)
+    path = tmp_path / "demos.npz"
+    save_demonstrations(path, demos, env_id="FetchReach-v4")
+    model = HerDDPG(
+        "MultiInputPolicy",
+        make_goal_env("FetchReach-v4"),
+        seed=0,
+        demo_file=str(path),
+        demo_batch_size=32,
+        bc_loss=True,
+        q_filter=True,
+        gradient_steps=5,
+    )
+    assert model.demo_buffer is not None and model.demo_buffer.size() == 4 * 50
+    # The demonstrations fed the normaliser before any env step.
+    assert model.policy.normalizer.obs.count.item() == 4 * 50
+    model.learn(300)
+    model.train(gradient_steps=2, batch_size=model.batch_size)
+    assert model.logger.name_to_value["train/bc_loss"] >= 0.0
+    assert 0.0 <= model.logger.name_to_value["train/q_filter_accept_rate"] <= 1.0
+    model.save(tmp_path / "model")
+    loaded = HerDDPG.load(tmp_path / "model", env=make_goal_env("FetchReach-v4"))
+    assert loaded.demo_buffer is not None and loaded.demo_buffer.size() == 4 * 50
+    assert loaded.bc_loss and loaded.q_filter
+
+
+def test_demo_file_not_matching_the_env_is_refused(tmp_path) -> None:
+    from sb3_hher.demos import generate_demonstrations, save_demonstrations
+
+    demos, _ = generate_demonstrations("FetchReach-v4", n_episodes=1, seed=0)
+    path = tmp_path / "reach.npz"
+    save_demonstrations(path, demos, env_id="FetchReach-v4")
+    with pytest.raises(ValueError, match="observation"):
+        HerDDPG("MultiInputPolicy", make_goal_env("FetchPush-v4"), demo_file=str(path), bc_loss=True)

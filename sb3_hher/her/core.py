@@ -187,9 +187,8 @@ class BaselinesHerMixin:
         from sb3_hher.demos.io import load_demonstrations
 
         demos = load_demonstrations(self.demo_file, env=self.env)
-        n_episodes, horizon = demos.action.shape[:2]
         buffer = HindsightReplayBuffer(
-            n_episodes * horizon,
+            demos.n_episodes * demos.episode_length,
             self.observation_space,  # type: ignore[attr-defined]
             self.action_space,
             env=self.env,
@@ -197,17 +196,10 @@ class BaselinesHerMixin:
             n_sampled_goal=self.n_sampled_goal,
             goal_selection_strategy=self.goal_selection_strategy,
         )
-        keys = ("observation", "achieved_goal", "desired_goal")
-        for episode in range(n_episodes):
-            for step in range(horizon):
-                obs = {key: getattr(demos, key)[episode, step][None] for key in keys}
-                next_obs = {key: getattr(demos, key)[episode, step + 1][None] for key in keys}
-                next_obs["desired_goal"] = obs["desired_goal"]
-                reward = buffer._relabelled_rewards(next_obs["achieved_goal"], obs["desired_goal"], [{}])
-                last = step == horizon - 1
-                # Episodes end on the time limit: stored as truncations, bootstrapped like the agent's own.
-                infos = [{"TimeLimit.truncated": last}]
-                buffer.add(obs, next_obs, demos.action[episode, step][None], reward, np.array([last]), infos)
+        for episode in demos.iter_episodes(self.env):
+            # Episodes end on the time limit: stored as truncations, bootstrapped like the agent's own.
+            for step in episode.buffer_steps():
+                buffer.add(*step)
             observations, goals = buffer.episode_for_normalizer(0)
             self.policy.normalizer.update(observations, goals)
         self.demo_buffer = buffer
