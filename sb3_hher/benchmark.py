@@ -59,9 +59,15 @@ def _algorithm_classes() -> dict[str, tuple[type, bool]]:
     """Benchmark names -> (class, is sb3-hher)."""
     from stable_baselines3 import DDPG, TD3
 
-    from sb3_hher import HerDDPG, HerTD3
+    from sb3_hher import HHER, HerDDPG, HerTD3
 
-    return {"her_ddpg": (HerDDPG, True), "her_td3": (HerTD3, True), "ddpg": (DDPG, False), "td3": (TD3, False)}
+    return {
+        "her_ddpg": (HerDDPG, True),
+        "her_td3": (HerTD3, True),
+        "hher": (HHER, True),
+        "ddpg": (DDPG, False),
+        "td3": (TD3, False),
+    }
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -103,7 +109,8 @@ def _make_model(spec: JobSpec, env: Any) -> Any:
     from sb3_hher.her.presets import get_preset, vanilla_kwargs
 
     cls, is_ours = _algorithm_classes()[spec.algo]
-    kwargs = {**get_preset(spec.preset), **spec.overrides}
+    # Presets are flat-agent settings; HHER takes its own defaults plus the command's overrides.
+    kwargs = {**({} if spec.algo == "hher" else get_preset(spec.preset)), **spec.overrides}
     kwargs.setdefault("buffer_size", max(spec.total_timesteps, 1000))
     if not is_ours:
         goal_spec = check_goal_env(env)

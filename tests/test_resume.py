@@ -125,3 +125,28 @@ def test_killed_training_resumes_to_uninterrupted_result(tmp_path: Path) -> None
     assert int(result["num_timesteps"]) == 800
     for key in reference.files:
         np.testing.assert_array_equal(reference[key], result[key], err_msg=key)
+
+
+def test_hher_checkpoint_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
+    from sb3_hher import HHER
+
+    def build_hher() -> HHER:
+        env = make_env()
+        env.seed(2)
+        return HHER("MultiInputPolicy", env, seed=2)
+
+    reference = build_hher()
+    reference.learn(400)
+    model = build_hher()
+    model.learn(200)
+    save_checkpoint(model, tmp_path / "ckpt")
+    resumed = load_checkpoint(HHER, tmp_path / "ckpt", make_env())
+    resumed.learn(200, reset_num_timesteps=False)
+    state_a, state_b = reference.policy.state_dict(), resumed.policy.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert th.equal(state_a[key], state_b[key]), key
+    for level_a, level_b in zip(reference.levels, resumed.levels, strict=True):
+        assert level_a.replay_buffer.pos == level_b.replay_buffer.pos
+        for key in level_a.replay_buffer.observations:
+            np.testing.assert_array_equal(level_a.replay_buffer.observations[key], level_b.replay_buffer.observations[key])

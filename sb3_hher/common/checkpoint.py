@@ -144,6 +144,13 @@ def _at_episode_boundary(model: BaseAlgorithm, env: VecEnv) -> bool:
         return False
 
 
+def _has_replay_buffer(model: BaseAlgorithm) -> bool:
+    if not isinstance(model, OffPolicyAlgorithm):
+        return False
+    # Algorithms keeping several buffers (HHER: one per level) override save_replay_buffer.
+    return model.replay_buffer is not None or type(model).save_replay_buffer is not OffPolicyAlgorithm.save_replay_buffer
+
+
 def save_checkpoint(model: BaseAlgorithm, path: str | Path, exact: bool = True) -> Path:
     """
     Save everything needed to resume training into the folder ``path``.
@@ -169,7 +176,7 @@ def save_checkpoint(model: BaseAlgorithm, path: str | Path, exact: bool = True) 
         env_states = get_env_states(env)
     model.save(folder / f"{MODEL_FILE}.tmp.zip")
     os.replace(folder / f"{MODEL_FILE}.tmp.zip", folder / MODEL_FILE)
-    if isinstance(model, OffPolicyAlgorithm) and model.replay_buffer is not None:
+    if _has_replay_buffer(model):
         tmp = folder / f"{BUFFER_FILE}.tmp"
         model.save_replay_buffer(tmp)
         os.replace(tmp, folder / BUFFER_FILE)
