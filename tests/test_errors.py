@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch as th
 import pytest
 from conftest import SMALL_KWARGS, PointGoalEnv, make_point_env
 from gymnasium import spaces
@@ -230,3 +231,30 @@ def test_buffer_shorter_than_an_episode_is_refused_at_construction():
     with pytest.raises(ValueError, match="buffer_size"):
         model = build(HerDDPG, make_point_env(max_episode_steps=10), buffer_size=10, learning_starts=100)
         model.learn(10)
+
+
+@pytest.mark.parametrize("key", ["observation", "reward"])
+def test_non_finite_skip_drops_the_rest_of_the_episode(key):
+    env = NonFiniteAtStep(make_point_env(max_episode_steps=10), key=key, step=5)
+    model = build(HerDDPG, env, learning_starts=3, non_finite="skip")
+    with pytest.warns(UserWarning, match=r"NaN or inf at step 5.*not learned from"):
+        model.learn(30)
+    buffer = model.replay_buffer
+    # Episode 1: the 4 finite transitions were kept as a truncated episode, steps 5-10 are never sampled;
+    # episodes 2 and 3 are whole.
+    np.testing.assert_array_equal(buffer.ep_length[:4, 0], 4)
+    assert buffer.timeouts[3, 0] and buffer.dones[3, 0]
+    np.testing.assert_array_equal(buffer.ep_length[4:10, 0], 0)
+    np.testing.assert_array_equal(buffer.ep_length[10:30, 0], 10)
+    assert sorted(buffer.valid_indices()) == [*range(4), *range(10, 30)]
+    # The normaliser saw the kept transitions only, and nothing non-finite reached it or the networks.
+    assert model.policy.normalizer.obs.count.item() == 4 + 20
+    samples = buffer.sample(64)
+    assert all(th.isfinite(value).all() for value in samples.observations.values())
+    assert th.isfinite(samples.rewards).all()
+    assert all(th.isfinite(parameter).all() for parameter in model.policy.parameters())
+
+
+def test_non_finite_option_is_validated():
+    with pytest.raises(ValueError, match="non_finite"):
+        build(HerDDPG, make_point_env(), non_finite="ignore")

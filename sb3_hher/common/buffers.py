@@ -192,6 +192,32 @@ class HindsightReplayBuffer(HerReplayBuffer):
         start = int(self.ep_start[last, env_idx])
         return (start + np.arange(length)) % self.buffer_size
 
+    def close_episode(self, env_idx: int) -> bool:
+        """
+        End the episode of env ``env_idx`` at the last stored transition, as a time-limit truncation (bootstrapped),
+        so that it can be sampled; the env's next transitions start a new stored episode.
+
+        :param env_idx: Index of the env
+        :return: Whether there was a partial episode to close
+        """
+        if self._current_ep_start[env_idx] == self.pos:
+            return False
+        last = (self.pos - 1) % self.buffer_size
+        self.dones[last, env_idx] = True
+        self.timeouts[last, env_idx] = True
+        self._compute_episode_length(env_idx)
+        return True
+
+    def discard_last_episode(self, env_idx: int) -> None:
+        """
+        Make the episode of env ``env_idx`` that ended with the last stored transition impossible to sample
+        (its transitions stay in place until overwritten).
+
+        :param env_idx: Index of the env
+        """
+        self.ep_length[self.last_episode_indices(env_idx), env_idx] = 0
+        self._valid_indices = None
+
     def relabel_goals(self, episode_indices: np.ndarray, env_idx: int) -> np.ndarray:
         """
         Goals the learner will see for the transitions of one episode: each transition keeps its desired goal

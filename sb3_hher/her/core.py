@@ -73,7 +73,10 @@ class BaselinesHerMixin:
         q_filter: bool = False,
         prm_loss_weight: float = 0.001,
         aux_loss_weight: float = 0.0078,
+        non_finite: str = "raise",
     ) -> None:
+        if non_finite not in ("raise", "skip"):
+            raise ValueError(f"non_finite must be 'raise' or 'skip', got {non_finite!r}")
         if gamma is not None and not 0.0 < gamma < 1.0:
             raise ValueError(f"gamma must be in (0, 1) (or None for 1 - 1/T), got {gamma}")
         if not isinstance(target_update_interval, int | np.integer) or target_update_interval < 1:
@@ -104,6 +107,9 @@ class BaselinesHerMixin:
         self.prm_loss_weight = float(prm_loss_weight)
         self.aux_loss_weight = float(aux_loss_weight)
         self.demo_buffer: HindsightReplayBuffer | None = None
+        self.non_finite = non_finite
+        # Envs whose current episode hit a non-finite value (non_finite="skip"): not learned from until it ends.
+        self._discarded_envs: set[int] = set()
         self.gamma = gamma  # type: ignore[assignment]  # resolved in _setup_model when None
         self.target_update_interval = int(target_update_interval)
         self.action_l2 = float(action_l2)
@@ -310,31 +316,58 @@ class BaselinesHerMixin:
         dones: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
-        self._check_finite(new_obs, reward, dones, infos)
-        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[misc]
         assert isinstance(replay_buffer, HindsightReplayBuffer)
+        problems = self._non_finite_problems(new_obs, reward, dones, infos)
+        if problems:
+            if self.non_finite == "raise":
+                raise NonFiniteObservationError(next(iter(problems.values())))
+            for env_idx, message in problems.items():
+                if env_idx not in self._discarded_envs:
+                    warnings.warn(f"{message}: the rest of this episode of env {env_idx} is not learned from", stacklevel=2)
+                    # The episode stored so far ends at the last finite step (bootstrapped like a time limit).
+                    if replay_buffer.close_episode(env_idx):
+                        self.policy.normalizer.update(*replay_buffer.episode_for_normalizer(env_idx))
+                    self._discarded_envs.add(env_idx)
+            new_obs = {key: np.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0) for key, value in new_obs.items()}
+            reward = np.nan_to_num(reward, nan=0.0, posinf=0.0, neginf=0.0)
+            for env_idx in problems:
+                terminal = infos[env_idx].get("terminal_observation")
+                if terminal is not None:
+                    infos[env_idx]["terminal_observation"] = {key: np.nan_to_num(value) for key, value in terminal.items()}
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[misc]
         for env_idx in np.flatnonzero(dones):
+            env_idx = int(env_idx)
+            if env_idx in self._discarded_envs:
+                replay_buffer.discard_last_episode(env_idx)
+                self._discarded_envs.discard(env_idx)
+                continue
             # Baselines DDPG.store_episode: update o_stats/g_stats with the episode's relabelled transitions.
-            observations, goals = replay_buffer.episode_for_normalizer(int(env_idx))
+            observations, goals = replay_buffer.episode_for_normalizer(env_idx)
             self.policy.normalizer.update(observations, goals)
 
-    def _check_finite(self, new_obs: dict[str, np.ndarray], reward: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:
+    def _non_finite_problems(
+        self, new_obs: dict[str, np.ndarray], reward: np.ndarray, dones: np.ndarray, infos: list[dict]
+    ) -> dict[int, str]:
+        """Envs whose new observation, terminal observation or reward holds NaN or inf, with a message for each."""
+        problems: dict[int, str] = {}
         for key, value in new_obs.items():
-            if not np.all(np.isfinite(value)):
-                bad_env = int(np.flatnonzero(~np.isfinite(value).reshape(len(value), -1).all(axis=1))[0])
-                raise NonFiniteObservationError(
-                    f"Observation key '{key}' of env {bad_env} is NaN or inf at step {self.num_timesteps}: {value[bad_env]}"
+            finite = np.isfinite(value).reshape(len(value), -1).all(axis=1)
+            for env_idx in np.flatnonzero(~finite):
+                problems.setdefault(
+                    int(env_idx),
+                    f"Observation key '{key}' of env {env_idx} is NaN or inf at step {self.num_timesteps}: {value[env_idx]}",
                 )
         for env_idx in np.flatnonzero(dones):
             terminal = infos[env_idx].get("terminal_observation")
-            if terminal is not None:
-                for key, value in terminal.items():
-                    if not np.all(np.isfinite(value)):
-                        raise NonFiniteObservationError(
-                            f"Terminal observation key '{key}' of env {env_idx} is NaN or inf at step {self.num_timesteps}"
-                        )
-        if not np.all(np.isfinite(reward)):
-            raise NonFiniteObservationError(f"Reward is NaN or inf at step {self.num_timesteps}: {reward}")
+            for key, value in (terminal or {}).items():
+                if not np.all(np.isfinite(value)):
+                    problems.setdefault(
+                        int(env_idx),
+                        f"Terminal observation key '{key}' of env {env_idx} is NaN or inf at step {self.num_timesteps}",
+                    )
+        for env_idx in np.flatnonzero(~np.isfinite(reward)):
+            problems.setdefault(int(env_idx), f"Reward is NaN or inf at step {self.num_timesteps}: {reward}")
+        return problems
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         self.policy.set_training_mode(True)

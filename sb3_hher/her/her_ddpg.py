@@ -65,6 +65,9 @@ class HerDDPG(BaselinesHerMixin, DDPG):
     :param q_filter: Clone a demo action only where the critic values it above the policy's (baselines ``q_filter``)
     :param prm_loss_weight: Weight of the usual actor loss when ``bc_loss`` (baselines ``prm_loss_weight``)
     :param aux_loss_weight: Weight of the behaviour-cloning loss (baselines ``aux_loss_weight``)
+    :param non_finite: What to do when the env returns NaN or inf in an observation or reward: ``"raise"`` a
+        ``NonFiniteObservationError`` naming the key, env and step, or ``"skip"``: warn, end the stored episode at the
+        last finite step and learn nothing from the rest of that env's episode
     :param action_noise: Custom exploration noise (replaces ``noise_eps``)
     :param replay_buffer_class: A ``HindsightReplayBuffer`` subclass (default ``HindsightReplayBuffer``)
     :param replay_buffer_kwargs: Keyword arguments of the replay buffer
@@ -106,6 +109,7 @@ class HerDDPG(BaselinesHerMixin, DDPG):
         q_filter: bool = False,
         prm_loss_weight: float = 0.001,
         aux_loss_weight: float = 0.0078,
+        non_finite: str = "raise",
         action_noise: ActionNoise | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
@@ -155,6 +159,7 @@ class HerDDPG(BaselinesHerMixin, DDPG):
             q_filter=q_filter,
             prm_loss_weight=prm_loss_weight,
             aux_loss_weight=aux_loss_weight,
+            non_finite=non_finite,
         )
         if _init_setup_model:
             self._setup_model()
