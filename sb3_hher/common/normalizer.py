@@ -31,6 +31,8 @@ class RunningNormalizer(nn.Module):
     mean: th.Tensor
     var: th.Tensor
     count: th.Tensor
+    _mean32: th.Tensor
+    _std32: th.Tensor
 
     def __init__(self, size: int, eps: float = 0.01, clip_range: float = 5.0, clip_obs: float = 200.0) -> None:
         super().__init__()

@@ -192,6 +192,7 @@ class BaselinesHerMixin:
         """
         from sb3_hher.demos.io import load_demonstrations
 
+        assert self.demo_file is not None
         demos = load_demonstrations(self.demo_file, env=self.env)
         buffer = HindsightReplayBuffer(
             demos.n_episodes * demos.episode_length,
@@ -335,8 +336,8 @@ class BaselinesHerMixin:
                 if terminal is not None:
                     infos[env_idx]["terminal_observation"] = {key: np.nan_to_num(value) for key, value in terminal.items()}
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[misc]
-        for env_idx in np.flatnonzero(dones):
-            env_idx = int(env_idx)
+        for done_idx in np.flatnonzero(dones):
+            env_idx = int(done_idx)
             if env_idx in self._discarded_envs:
                 replay_buffer.discard_last_episode(env_idx)
                 self._discarded_envs.discard(env_idx)
