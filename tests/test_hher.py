@@ -8,6 +8,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+
+from sb3_hher.common.goal_env import make_goal_env
 import torch as th
 from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
@@ -567,3 +569,32 @@ def test_episode_record_and_plot(tmp_path: Any) -> None:
     assert np.all(model.subgoal_space.contains(record.subgoals.reshape(-1, 2), atol=1e-6))
     plot_episode(record, model.subgoal_space, str(tmp_path / "episode.png"))
     assert (tmp_path / "episode.png").stat().st_size > 0
+
+
+def test_hher_non_finite_observation_names_key_env_and_step() -> None:
+    from sb3_hher.her.core import NonFiniteObservationError
+
+    class NaNAtStep(gym.Wrapper):
+        def __init__(self, env: gym.Env) -> None:
+            super().__init__(env)
+            self.n_steps = 0
+
+        def step(self, action):  # type: ignore[no-untyped-def]
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.n_steps += 1
+            if self.n_steps == 7:
+                obs = {key: value.copy() for key, value in obs.items()}
+                obs["observation"][0] = np.nan
+            return obs, reward, terminated, truncated, info
+
+    model = HHER("MultiInputPolicy", NaNAtStep(make_goal_env("FetchReach-v4")), seed=0)
+    with pytest.raises(NonFiniteObservationError, match="Observation key 'observation' of env 0 is NaN or inf at step 7"):
+        model.learn(20)
+
+
+def test_hher_warns_under_vec_normalize() -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    env = VecNormalize(DummyVecEnv([lambda: make_goal_env("FetchReach-v4")]), norm_reward=False)
+    with pytest.warns(UserWarning, match="VecNormalize"):
+        HHER("MultiInputPolicy", env, seed=0)

@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_hher.common.goal_env import GOAL_KEYS, GoalEnvSpec, call_compute_reward, check_goal_env, get_success
 from sb3_hher.common.policies import GoalPolicy
 from sb3_hher.common.subgoals import SubgoalSpace, subgoal_space_for_env
-from sb3_hher.her.core import AUTO
+from sb3_hher.her.core import AUTO, NonFiniteObservationError
 from sb3_hher.her.her_ddpg import HerDDPG
 from sb3_hher.her.her_td3 import HerTD3
 from sb3_hher.hher.buffers import LevelReplayBuffer
@@ -772,10 +772,15 @@ class HHER(OffPolicyAlgorithm):
 
     def _check_finite(self, new_obs: dict[str, np.ndarray], rewards: np.ndarray) -> None:
         for key in GOAL_KEYS:
-            if not np.all(np.isfinite(new_obs[key])):
-                raise ValueError(f"Observation key '{key}' is NaN or inf at step {self.num_timesteps}")
+            finite = np.isfinite(new_obs[key]).reshape(len(new_obs[key]), -1).all(axis=1)
+            if not finite.all():
+                env_idx = int(np.flatnonzero(~finite)[0])
+                raise NonFiniteObservationError(
+                    f"Observation key '{key}' of env {env_idx} is NaN or inf at step {self.num_timesteps}: "
+                    f"{new_obs[key][env_idx]}"
+                )
         if not np.all(np.isfinite(rewards)):
-            raise ValueError(f"Reward is NaN or inf at step {self.num_timesteps}: {rewards}")
+            raise NonFiniteObservationError(f"Reward is NaN or inf at step {self.num_timesteps}: {rewards}")
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         """
