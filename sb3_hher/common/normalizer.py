@@ -12,6 +12,11 @@ import torch as th
 from torch import nn
 
 
+def _refresh_after_load(module: RunningNormalizer, _incompatible_keys: object) -> None:
+    # A module-level function (not a lambda), so that policies holding normalisers can be pickled whole.
+    module._refresh()
+
+
 class RunningNormalizer(nn.Module):
     """
     Running mean / variance of a vector quantity, and the baselines normalisation built on it.
@@ -51,7 +56,7 @@ class RunningNormalizer(nn.Module):
         self.register_buffer("_mean32", th.zeros(size), persistent=False)
         self.register_buffer("_std32", th.ones(size), persistent=False)
         self._refresh()
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh())
+        self.register_load_state_dict_post_hook(_refresh_after_load)
 
     @th.no_grad()
     def _refresh(self) -> None:

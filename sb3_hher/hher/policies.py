@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
@@ -91,6 +92,17 @@ class HierarchicalPolicy(BasePolicy):
         self.levels = nn.ModuleList(level_policies)
         self.subgoal_space = subgoal_space
         self.subgoal_horizon = int(subgoal_horizon)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        # The level policies travel whole (their own classes and constructor parameters, pickled by
+        # ``policy.save``); ``load`` then copies the saved weights into them.
+        return {
+            "observation_space": self.observation_space,
+            "action_space": self.action_space,
+            "level_policies": list(self.levels),
+            "subgoal_space": self.subgoal_space,
+            "subgoal_horizon": self.subgoal_horizon,
+        }
 
     @property
     def n_levels(self) -> int:
