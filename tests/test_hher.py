@@ -571,21 +571,24 @@ def test_episode_record_and_plot(tmp_path: Any) -> None:
     assert (tmp_path / "episode.png").stat().st_size > 0
 
 
+class NaNAtStep(gym.Wrapper):
+    """NaN in observation[0] at the 7th step of the first episode."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.n_steps = 0
+
+    def step(self, action):  # type: ignore[no-untyped-def]
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.n_steps += 1
+        if self.n_steps == 7:
+            obs = {key: value.copy() for key, value in obs.items()}
+            obs["observation"][0] = np.nan
+        return obs, reward, terminated, truncated, info
+
+
 def test_hher_non_finite_observation_names_key_env_and_step() -> None:
     from sb3_hher.her.core import NonFiniteObservationError
-
-    class NaNAtStep(gym.Wrapper):
-        def __init__(self, env: gym.Env) -> None:
-            super().__init__(env)
-            self.n_steps = 0
-
-        def step(self, action):  # type: ignore[no-untyped-def]
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            self.n_steps += 1
-            if self.n_steps == 7:
-                obs = {key: value.copy() for key, value in obs.items()}
-                obs["observation"][0] = np.nan
-            return obs, reward, terminated, truncated, info
 
     model = HHER("MultiInputPolicy", NaNAtStep(make_goal_env("FetchReach-v4")), seed=0)
     with pytest.raises(NonFiniteObservationError, match="Observation key 'observation' of env 0 is NaN or inf at step 7"):
@@ -598,3 +601,17 @@ def test_hher_warns_under_vec_normalize() -> None:
     env = VecNormalize(DummyVecEnv([lambda: make_goal_env("FetchReach-v4")]), norm_reward=False)
     with pytest.warns(UserWarning, match="VecNormalize"):
         HHER("MultiInputPolicy", env, seed=0)
+
+
+def test_hher_non_finite_skip_keeps_the_finite_part_of_the_episode() -> None:
+    model = HHER("MultiInputPolicy", NaNAtStep(make_goal_env("FetchReach-v4")), seed=0, non_finite="skip")
+    with pytest.warns(UserWarning, match=r"(?s)is NaN or inf at step 7.*not learned from"):
+        model.learn(100)
+    level0 = model.levels[0].replay_buffer
+    # Episode 1 keeps its first 6 transitions (the 7th reaches the NaN observation), episode 2 is whole.
+    assert level0.pos == 6 + 50
+    for level in model.levels:
+        buffer = level.replay_buffer
+        for values in buffer.observations.values():
+            assert np.isfinite(values[: buffer.pos]).all()
+        assert all(th.isfinite(tensor).all() for tensor in level.policy.state_dict().values())

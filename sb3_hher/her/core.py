@@ -23,6 +23,55 @@ class NonFiniteObservationError(ValueError):
     """An env returned NaN or inf in an observation or reward."""
 
 
+def find_non_finite(
+    new_obs: dict[str, np.ndarray], reward: np.ndarray, dones: np.ndarray, infos: list[dict], step: int
+) -> dict[int, str]:
+    """
+    Envs whose new observation, terminal observation or reward holds NaN or inf.
+
+    :param new_obs: Observations returned by ``VecEnv.step``
+    :param reward: Rewards returned by ``VecEnv.step``
+    :param dones: Episode ends
+    :param infos: Infos (``terminal_observation`` of finished episodes)
+    :param step: Current step, for the messages
+    :return: Env index -> message naming the key, the env and the step
+    """
+    problems: dict[int, str] = {}
+    for key, value in new_obs.items():
+        finite = np.isfinite(value).reshape(len(value), -1).all(axis=1)
+        for env_idx in np.flatnonzero(~finite):
+            problems.setdefault(
+                int(env_idx), f"Observation key '{key}' of env {env_idx} is NaN or inf at step {step}: {value[env_idx]}"
+            )
+    for env_idx in np.flatnonzero(dones):
+        terminal = infos[env_idx].get("terminal_observation")
+        for key, value in (terminal or {}).items():
+            if not np.all(np.isfinite(value)):
+                problems.setdefault(
+                    int(env_idx), f"Terminal observation key '{key}' of env {env_idx} is NaN or inf at step {step}"
+                )
+    for env_idx in np.flatnonzero(~np.isfinite(reward)):
+        problems.setdefault(int(env_idx), f"Reward is NaN or inf at step {step}: {reward}")
+    return problems
+
+
+def zero_non_finite(
+    new_obs: dict[str, np.ndarray], reward: np.ndarray, infos: list[dict], problems: dict[int, str]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """
+    Copies of ``new_obs`` and ``reward`` (and, in place, the terminal observations of the faulty envs) with NaN and inf
+    replaced by 0, for agents that go on acting after skipping a faulty episode.
+    """
+    for env_idx in problems:
+        terminal = infos[env_idx].get("terminal_observation")
+        if terminal is not None:
+            infos[env_idx]["terminal_observation"] = {
+                key: np.nan_to_num(value, posinf=0.0, neginf=0.0) for key, value in terminal.items()
+            }
+    new_obs = {key: np.nan_to_num(value, posinf=0.0, neginf=0.0) for key, value in new_obs.items()}
+    return new_obs, np.nan_to_num(reward, posinf=0.0, neginf=0.0)
+
+
 class BaselinesHerMixin:
     """
     Baselines DDPG+HER on top of SB3's ``TD3`` (and therefore ``DDPG``). Overrides only what differs:
@@ -318,7 +367,7 @@ class BaselinesHerMixin:
         infos: list[dict[str, Any]],
     ) -> None:
         assert isinstance(replay_buffer, HindsightReplayBuffer)
-        problems = self._non_finite_problems(new_obs, reward, dones, infos)
+        problems = find_non_finite(new_obs, reward, dones, infos, self.num_timesteps)
         if problems:
             if self.non_finite == "raise":
                 raise NonFiniteObservationError(next(iter(problems.values())))
@@ -329,12 +378,7 @@ class BaselinesHerMixin:
                     if replay_buffer.close_episode(env_idx):
                         self.policy.normalizer.update(*replay_buffer.episode_for_normalizer(env_idx))
                     self._discarded_envs.add(env_idx)
-            new_obs = {key: np.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0) for key, value in new_obs.items()}
-            reward = np.nan_to_num(reward, nan=0.0, posinf=0.0, neginf=0.0)
-            for env_idx in problems:
-                terminal = infos[env_idx].get("terminal_observation")
-                if terminal is not None:
-                    infos[env_idx]["terminal_observation"] = {key: np.nan_to_num(value) for key, value in terminal.items()}
+            new_obs, reward = zero_non_finite(new_obs, reward, infos, problems)
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[misc]
         for done_idx in np.flatnonzero(dones):
             env_idx = int(done_idx)
@@ -345,30 +389,6 @@ class BaselinesHerMixin:
             # Baselines DDPG.store_episode: update o_stats/g_stats with the episode's relabelled transitions.
             observations, goals = replay_buffer.episode_for_normalizer(env_idx)
             self.policy.normalizer.update(observations, goals)
-
-    def _non_finite_problems(
-        self, new_obs: dict[str, np.ndarray], reward: np.ndarray, dones: np.ndarray, infos: list[dict]
-    ) -> dict[int, str]:
-        """Envs whose new observation, terminal observation or reward holds NaN or inf, with a message for each."""
-        problems: dict[int, str] = {}
-        for key, value in new_obs.items():
-            finite = np.isfinite(value).reshape(len(value), -1).all(axis=1)
-            for env_idx in np.flatnonzero(~finite):
-                problems.setdefault(
-                    int(env_idx),
-                    f"Observation key '{key}' of env {env_idx} is NaN or inf at step {self.num_timesteps}: {value[env_idx]}",
-                )
-        for env_idx in np.flatnonzero(dones):
-            terminal = infos[env_idx].get("terminal_observation")
-            for key, value in (terminal or {}).items():
-                if not np.all(np.isfinite(value)):
-                    problems.setdefault(
-                        int(env_idx),
-                        f"Terminal observation key '{key}' of env {env_idx} is NaN or inf at step {self.num_timesteps}",
-                    )
-        for env_idx in np.flatnonzero(~np.isfinite(reward)):
-            problems.setdefault(int(env_idx), f"Reward is NaN or inf at step {self.num_timesteps}: {reward}")
-        return problems
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         self.policy.set_training_mode(True)

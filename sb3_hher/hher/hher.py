@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_hher.common.goal_env import GOAL_KEYS, GoalEnvSpec, call_compute_reward, check_goal_env, get_success
 from sb3_hher.common.policies import GoalPolicy
 from sb3_hher.common.subgoals import SubgoalSpace, subgoal_space_for_env
-from sb3_hher.her.core import AUTO, NonFiniteObservationError
+from sb3_hher.her.core import AUTO, NonFiniteObservationError, find_non_finite, zero_non_finite
 from sb3_hher.her.her_ddpg import HerDDPG
 from sb3_hher.her.her_td3 import HerTD3
 from sb3_hher.hher.buffers import LevelReplayBuffer
@@ -171,6 +171,9 @@ class HHER(OffPolicyAlgorithm):
     :param goal_selection_strategy: Relabelling strategy ("future", "final" or "episode")
     :param critic_saturation_patience: Training phases a level's mean Q may stay at its lowest value (the
         penalty) before a warning says its critic is saturated
+    :param non_finite: What to do when the env returns NaN or inf in an observation or reward: ``"raise"`` a
+        ``NonFiniteObservationError`` naming the key, env and step, or ``"skip"``: warn, store every level's attempt
+        up to the last finite step, and learn nothing from the rest of that env's episode
     :param stats_window_size: Episodes (and subgoals) averaged in rollout logs
     :param tensorboard_log: TensorBoard log folder (None: no logging)
     :param policy_kwargs: Keyword arguments of every level's policy (``net_arch``, ``clip_obs``, ...)
@@ -209,6 +212,7 @@ class HHER(OffPolicyAlgorithm):
         n_sampled_goal: int = 4,
         goal_selection_strategy: str = "future",
         critic_saturation_patience: int = 50,
+        non_finite: str = "raise",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -278,6 +282,11 @@ class HHER(OffPolicyAlgorithm):
         self.n_sampled_goal = int(n_sampled_goal)
         self.goal_selection_strategy = goal_selection_strategy
         self.critic_saturation_patience = int(critic_saturation_patience)
+        if non_finite not in ("raise", "skip"):
+            raise ValueError(f"non_finite must be 'raise' or 'skip', got {non_finite!r}")
+        self.non_finite = non_finite
+        # Envs whose current episode hit a non-finite value (non_finite="skip"): not learned from until it ends.
+        self._discarded_envs: set[int] = set()
         self.level_gammas: list[float] | None = None
         self.level_n_updates: list[int] | None = None
         self.goal_env_spec: GoalEnvSpec | None = None
@@ -661,7 +670,18 @@ class HHER(OffPolicyAlgorithm):
         rollout = self._rollout
         assert rollout is not None and rollout.level0_action is not None
         assert isinstance(self.subgoal_space, SubgoalSpace) and self.subgoal_penalty is not None
-        self._check_finite(new_obs, rewards)
+        problems = find_non_finite(new_obs, rewards, dones, infos, self.num_timesteps)
+        if problems:
+            if self.non_finite == "raise":
+                raise NonFiniteObservationError(next(iter(problems.values())))
+            for env_idx in problems:
+                if env_idx not in self._discarded_envs:
+                    warnings.warn(f"{problems[env_idx]}: the rest of this episode of env {env_idx} is not learned from")
+                    # Every level's attempt so far holds finite transitions only: stored as truncated attempts.
+                    for level in range(self.n_levels):
+                        self._store_attempt(level, env_idx, terminal=False)
+                    self._discarded_envs.add(env_idx)
+            new_obs, rewards = zero_non_finite(new_obs, rewards, infos, problems)
         next_obs = {key: np.array(new_obs[key]) for key in GOAL_KEYS}
         for env_idx in np.flatnonzero(dones):
             terminal = infos[env_idx].get("terminal_observation")
@@ -700,6 +720,8 @@ class HHER(OffPolicyAlgorithm):
                 self._store_attempt(level, int(env_idx), terminal=bool(terminated[env_idx]))
         state.steps_left[:, dones] = 0
         rollout.greedy[:, dones] = False
+        for env_idx in np.flatnonzero(dones):
+            self._discarded_envs.discard(int(env_idx))
         self._last_obs = new_obs
 
     def _store_subgoal_transitions(
@@ -737,7 +759,7 @@ class HHER(OffPolicyAlgorithm):
             rollout.episodes[level][env_idx].append(
                 _Transition(observation, actions[row].copy(), float(level_rewards[row]), next_observation)
             )
-            if penalized[row]:
+            if penalized[row] and int(env_idx) not in self._discarded_envs:
                 # Subgoal test (HAC 4.3): the original subgoal, the penalty, discount 0; never relabelled.
                 buffer.add_penalty(observation, next_observation, proposed[row], float(self.subgoal_penalty))
         self._record(f"rollout/level_{level - 1}/subgoal_success_rate", hit)
@@ -750,7 +772,7 @@ class HHER(OffPolicyAlgorithm):
         assert self._rollout is not None
         episode = self._rollout.episodes[level][env_idx]
         self._rollout.episodes[level][env_idx] = []
-        if not episode:
+        if not episode or env_idx in self._discarded_envs:
             return
         learner = self.levels[level]
         buffer = learner.replay_buffer
@@ -769,18 +791,6 @@ class HHER(OffPolicyAlgorithm):
             )
         observations, goals = buffer.episode_for_normalizer(0)
         learner.policy.normalizer.update(observations, goals)
-
-    def _check_finite(self, new_obs: dict[str, np.ndarray], rewards: np.ndarray) -> None:
-        for key in GOAL_KEYS:
-            finite = np.isfinite(new_obs[key]).reshape(len(new_obs[key]), -1).all(axis=1)
-            if not finite.all():
-                env_idx = int(np.flatnonzero(~finite)[0])
-                raise NonFiniteObservationError(
-                    f"Observation key '{key}' of env {env_idx} is NaN or inf at step {self.num_timesteps}: "
-                    f"{new_obs[key][env_idx]}"
-                )
-        if not np.all(np.isfinite(rewards)):
-            raise NonFiniteObservationError(f"Reward is NaN or inf at step {self.num_timesteps}: {rewards}")
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         """
