@@ -258,3 +258,31 @@ def test_non_finite_skip_drops_the_rest_of_the_episode(key):
 def test_non_finite_option_is_validated():
     with pytest.raises(ValueError, match="non_finite"):
         build(HerDDPG, make_point_env(), non_finite="ignore")
+
+
+class NonFiniteAtSecondReset(gym.Wrapper):
+    """NaN in the first observation of the second episode."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.n_resets = 0
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.n_resets += 1
+        if self.n_resets == 2:
+            obs = {key: value.copy() for key, value in obs.items()}
+            obs["observation"][0] = np.nan
+        return obs, info
+
+
+def test_non_finite_skip_at_reset_skips_the_new_episode_not_the_finished_one():
+    model = build(HerDDPG, NonFiniteAtSecondReset(make_point_env(max_episode_steps=10)), learning_starts=3, non_finite="skip")
+    with pytest.warns(UserWarning, match="the episode of env 0 starting there is not learned from"):
+        model.learn(30)
+    buffer = model.replay_buffer
+    np.testing.assert_array_equal(buffer.ep_length[:10, 0], 10)  # the finished episode is whole, its end untouched
+    assert buffer.dones[9, 0] and buffer.timeouts[9, 0]  # its time-limit end, as the env reported it
+    np.testing.assert_array_equal(buffer.ep_length[10:20, 0], 0)  # the episode that started from NaN
+    np.testing.assert_array_equal(buffer.ep_length[20:30, 0], 10)
+    assert model.policy.normalizer.obs.count.item() == 20

@@ -63,12 +63,15 @@ def test_return_bounds_follow_reward_range(algo):
 
 def test_numeric_clip_return():
     assert make_model(HerDDPG, clip_return=7.0).return_bounds == (-7.0, 0.0)
-    assert make_model(HerDDPG, clip_return=7.0, clip_positive_returns=False).return_bounds == (-7.0, 7.0)
+    assert make_model(HerDDPG, clip_return=7.0, clip_positive_returns=False).return_bounds == (-7.0, float("inf"))
     assert make_model(HerDDPG, clip_return=None).return_bounds is None
     positive_env = make_point_env(reward_range=(0.0, 1.0))
     with pytest.raises(GoalEnvError, match="clip_positive_returns"):
         make_model(HerDDPG, positive_env, clip_return=7.0)
-    assert make_model(HerDDPG, positive_env, clip_return=7.0, clip_positive_returns=False).return_bounds == (-7.0, 7.0)
+    assert make_model(HerDDPG, positive_env, clip_return=7.0, clip_positive_returns=False).return_bounds == (
+        -7.0,
+        float("inf"),
+    )
 
 
 def test_explicit_gamma_is_kept():

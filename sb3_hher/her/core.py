@@ -25,34 +25,35 @@ class NonFiniteObservationError(ValueError):
 
 def find_non_finite(
     new_obs: dict[str, np.ndarray], reward: np.ndarray, dones: np.ndarray, infos: list[dict], step: int
-) -> dict[int, str]:
+) -> tuple[dict[int, str], dict[int, str]]:
     """
-    Envs whose new observation, terminal observation or reward holds NaN or inf.
+    Envs whose step returned NaN or inf.
 
-    :param new_obs: Observations returned by ``VecEnv.step``
+    :param new_obs: Observations returned by ``VecEnv.step`` (for a finished episode: the next episode's first one)
     :param reward: Rewards returned by ``VecEnv.step``
     :param dones: Episode ends
     :param infos: Infos (``terminal_observation`` of finished episodes)
     :param step: Current step, for the messages
-    :return: Env index -> message naming the key, the env and the step
+    :return: Env index -> message naming the key, the env and the step, for (1) this step's transition (next or
+        terminal observation, reward) and (2) the first observation of the episode that starts after a finished one
     """
-    problems: dict[int, str] = {}
+    transition: dict[int, str] = {}
+    next_episode: dict[int, str] = {}
     for key, value in new_obs.items():
         finite = np.isfinite(value).reshape(len(value), -1).all(axis=1)
         for env_idx in np.flatnonzero(~finite):
-            problems.setdefault(
-                int(env_idx), f"Observation key '{key}' of env {env_idx} is NaN or inf at step {step}: {value[env_idx]}"
-            )
+            target = next_episode if dones[env_idx] else transition
+            message = f"Observation key '{key}' of env {env_idx} is NaN or inf at step {step}: {value[env_idx]}"
+            target.setdefault(int(env_idx), message)
     for env_idx in np.flatnonzero(dones):
         terminal = infos[env_idx].get("terminal_observation")
         for key, value in (terminal or {}).items():
             if not np.all(np.isfinite(value)):
-                problems.setdefault(
-                    int(env_idx), f"Terminal observation key '{key}' of env {env_idx} is NaN or inf at step {step}"
-                )
+                message = f"Terminal observation key '{key}' of env {env_idx} is NaN or inf at step {step}"
+                transition.setdefault(int(env_idx), message)
     for env_idx in np.flatnonzero(~np.isfinite(reward)):
-        problems.setdefault(int(env_idx), f"Reward is NaN or inf at step {step}: {reward}")
-    return problems
+        transition.setdefault(int(env_idx), f"Reward is NaN or inf at step {step}: {reward}")
+    return transition, next_episode
 
 
 def zero_non_finite(
@@ -191,7 +192,8 @@ class BaselinesHerMixin:
                 f"compute_reward gives {spec.reward_bounds[1]} > 0: use clip_return='auto' (bounds from the reward "
                 "range) or clip_positive_returns=False"
             )
-        return -bound, 0.0 if self.clip_positive_returns else bound
+        # Baselines: clip_range = (-clip_return, 0 if clip_pos_returns else inf).
+        return -bound, 0.0 if self.clip_positive_returns else float("inf")
 
     def _setup_model(self) -> None:
         if self.env is not None:
@@ -254,8 +256,10 @@ class BaselinesHerMixin:
         )
         for episode in demos.iter_episodes(self.env):
             # Episodes end on the time limit: stored as truncations, bootstrapped like the agent's own.
-            for step in episode.buffer_steps():
-                buffer.add(*step)
+            for obs, next_obs, action, reward, done, infos in episode.buffer_steps():
+                # The buffer holds actions in the policy's [-1, 1] units.
+                action = self.policy.scale_action(np.clip(action, self.action_space.low, self.action_space.high))
+                buffer.add(obs, next_obs, action, reward, done, infos)
             observations, goals = buffer.episode_for_normalizer(0)
             self.policy.normalizer.update(observations, goals)
         self.demo_buffer = buffer
@@ -367,10 +371,10 @@ class BaselinesHerMixin:
         infos: list[dict[str, Any]],
     ) -> None:
         assert isinstance(replay_buffer, HindsightReplayBuffer)
-        problems = find_non_finite(new_obs, reward, dones, infos, self.num_timesteps)
-        if problems:
+        problems, next_episode_problems = find_non_finite(new_obs, reward, dones, infos, self.num_timesteps)
+        if problems or next_episode_problems:
             if self.non_finite == "raise":
-                raise NonFiniteObservationError(next(iter(problems.values())))
+                raise NonFiniteObservationError(next(iter({**problems, **next_episode_problems}.values())))
             for env_idx, message in problems.items():
                 if env_idx not in self._discarded_envs:
                     warnings.warn(f"{message}: the rest of this episode of env {env_idx} is not learned from", stacklevel=2)
@@ -378,7 +382,7 @@ class BaselinesHerMixin:
                     if replay_buffer.close_episode(env_idx):
                         self.policy.normalizer.update(*replay_buffer.episode_for_normalizer(env_idx))
                     self._discarded_envs.add(env_idx)
-            new_obs, reward = zero_non_finite(new_obs, reward, infos, problems)
+            new_obs, reward = zero_non_finite(new_obs, reward, infos, {**problems, **next_episode_problems})
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[misc]
         for done_idx in np.flatnonzero(dones):
             env_idx = int(done_idx)
@@ -389,6 +393,22 @@ class BaselinesHerMixin:
             # Baselines DDPG.store_episode: update o_stats/g_stats with the episode's relabelled transitions.
             observations, goals = replay_buffer.episode_for_normalizer(env_idx)
             self.policy.normalizer.update(observations, goals)
+        for env_idx, message in next_episode_problems.items():
+            # The episode that just ended was finite; the one starting from a non-finite observation is skipped.
+            warnings.warn(f"{message}: the episode of env {env_idx} starting there is not learned from", stacklevel=2)
+            self._discarded_envs.add(env_idx)
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, Any]:
+        if reset_num_timesteps or self._last_obs is None:  # type: ignore[attr-defined]
+            self._discarded_envs.clear()  # the env is reset: no episode is being skipped
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)  # type: ignore[misc]
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         self.policy.set_training_mode(True)

@@ -44,7 +44,7 @@ class HerTD3(BaselinesHerMixin, TD3):
         i.e. ``n_batches``)
     :param action_l2: Weight of ``mean(pi(s)^2)`` in the actor loss (baselines ``action_l2``)
     :param clip_return: Clip TD targets: ``"auto"`` to ``[r_min, r_max] / (1 - gamma)`` from the env's reward
-        range (``[-1/(1-gamma), 0]`` on Fetch, as baselines), a number ``c`` for ``[-c, 0]`` (``[-c, c]`` with
+        range (``[-1/(1-gamma), 0]`` on Fetch, as baselines), a number ``c`` for ``[-c, 0]`` (``[-c, inf)`` with
         ``clip_positive_returns=False``), or ``None`` for no clipping
     :param clip_positive_returns: With a numeric ``clip_return``, clip targets above at 0 (baselines
         ``clip_pos_returns``)

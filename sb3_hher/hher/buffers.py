@@ -11,6 +11,11 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from sb3_hher.common.buffers import HindsightReplayBuffer, RewardFn
 
 
+def _storage_dtype(dtype: np.dtype) -> np.dtype:
+    # As the main storage (HindsightReplayBuffer): float64 observations are kept as float32.
+    return np.dtype(np.float32) if dtype == np.float64 else np.dtype(dtype)
+
+
 class LevelReplayBuffer(HindsightReplayBuffer):
     """
     ``HindsightReplayBuffer`` of one level, plus a separate store of subgoal-testing penalty transitions
@@ -70,11 +75,11 @@ class LevelReplayBuffer(HindsightReplayBuffer):
         )
         self.penalty_buffer_size = int(penalty_buffer_size or buffer_size)
         self.penalty_observations = {
-            key: np.zeros((self.penalty_buffer_size, *shape), dtype=observation_space[key].dtype)
+            key: np.zeros((self.penalty_buffer_size, *shape), dtype=_storage_dtype(observation_space[key].dtype))
             for key, shape in self.obs_shape.items()
         }
         self.penalty_next_observations = {
-            key: np.zeros((self.penalty_buffer_size, *shape), dtype=observation_space[key].dtype)
+            key: np.zeros((self.penalty_buffer_size, *shape), dtype=_storage_dtype(observation_space[key].dtype))
             for key, shape in self.obs_shape.items()
         }
         self.penalty_actions = np.zeros(

@@ -493,8 +493,9 @@ class HHER(OffPolicyAlgorithm):
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
         if self._rollout is None or self._last_obs is not previous_obs or self._rollout.n_envs != self.n_envs:
-            # A fresh env episode: partial attempts of an earlier learn() call are dropped.
+            # A fresh env episode: partial attempts of an earlier learn() call are dropped, nothing is being skipped.
             self._rollout = self._new_rollout_state()
+            self._discarded_envs.clear()
         if reset_num_timesteps or not self._diagnostics:
             self._diagnostics = {}
         for level, learner in enumerate(self.levels):
@@ -664,16 +665,19 @@ class HHER(OffPolicyAlgorithm):
         scaled_actions = self.policy.act(self._last_obs, rollout.state, select)
         return self.policy.unscale_level_action(0, scaled_actions)
 
-    def _store_hierarchy_transitions(
+    def _handle_non_finite(
         self, new_obs: dict[str, np.ndarray], rewards: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]
-    ) -> None:
-        rollout = self._rollout
-        assert rollout is not None and rollout.level0_action is not None
-        assert isinstance(self.subgoal_space, SubgoalSpace) and self.subgoal_penalty is not None
-        problems = find_non_finite(new_obs, rewards, dones, infos, self.num_timesteps)
-        if problems:
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[int, str]]:
+        """
+        Raise on NaN/inf (``non_finite="raise"``), or store each faulty env's attempts so far, mark its episode as
+        skipped and zero the values (``"skip"``).
+
+        :return: The observations and rewards to go on with, and the envs whose next episode starts non-finite
+        """
+        problems, next_episode_problems = find_non_finite(new_obs, rewards, dones, infos, self.num_timesteps)
+        if problems or next_episode_problems:
             if self.non_finite == "raise":
-                raise NonFiniteObservationError(next(iter(problems.values())))
+                raise NonFiniteObservationError(next(iter({**problems, **next_episode_problems}.values())))
             for env_idx in problems:
                 if env_idx not in self._discarded_envs:
                     warnings.warn(f"{problems[env_idx]}: the rest of this episode of env {env_idx} is not learned from")
@@ -681,7 +685,16 @@ class HHER(OffPolicyAlgorithm):
                     for level in range(self.n_levels):
                         self._store_attempt(level, env_idx, terminal=False)
                     self._discarded_envs.add(env_idx)
-            new_obs, rewards = zero_non_finite(new_obs, rewards, infos, problems)
+            new_obs, rewards = zero_non_finite(new_obs, rewards, infos, {**problems, **next_episode_problems})
+        return new_obs, rewards, next_episode_problems
+
+    def _store_hierarchy_transitions(
+        self, new_obs: dict[str, np.ndarray], rewards: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]
+    ) -> None:
+        rollout = self._rollout
+        assert rollout is not None and rollout.level0_action is not None
+        assert isinstance(self.subgoal_space, SubgoalSpace) and self.subgoal_penalty is not None
+        new_obs, rewards, next_episode_problems = self._handle_non_finite(new_obs, rewards, dones, infos)
         next_obs = {key: np.array(new_obs[key]) for key in GOAL_KEYS}
         for env_idx in np.flatnonzero(dones):
             terminal = infos[env_idx].get("terminal_observation")
@@ -722,6 +735,10 @@ class HHER(OffPolicyAlgorithm):
         rollout.greedy[:, dones] = False
         for env_idx in np.flatnonzero(dones):
             self._discarded_envs.discard(int(env_idx))
+        for env_idx, message in next_episode_problems.items():
+            # The episode that just ended was finite; the one starting from a non-finite observation is skipped.
+            warnings.warn(f"{message}: the episode of env {env_idx} starting there is not learned from")
+            self._discarded_envs.add(env_idx)
         self._last_obs = new_obs
 
     def _store_subgoal_transitions(
