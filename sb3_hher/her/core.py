@@ -117,14 +117,15 @@ class BaselinesHerMixin:
         noise_eps: float,
         n_sampled_goal: int,
         goal_selection_strategy: str,
-        demo_file: str | None = None,
-        demo_batch_size: int = 128,
-        bc_loss: bool = False,
-        q_filter: bool = False,
-        prm_loss_weight: float = 0.001,
-        aux_loss_weight: float = 0.0078,
-        non_finite: str = "raise",
+        demo_file: str | None,
+        demo_batch_size: int,
+        bc_loss: bool,
+        q_filter: bool,
+        prm_loss_weight: float,
+        aux_loss_weight: float,
+        non_finite: str,
     ) -> None:
+        # No defaults here: the public constructors (HerDDPG, HerTD3) own them.
         if non_finite not in ("raise", "skip"):
             raise ValueError(f"non_finite must be 'raise' or 'skip', got {non_finite!r}")
         if gamma is not None and not 0.0 < gamma < 1.0:
