@@ -934,23 +934,5 @@ class HHER(OffPolicyAlgorithm):
                 buffer.compute_reward = self._subgoal_reward
             learner.replay_buffer = buffer
 
-    def predict(  # type: ignore[override]
-        self,
-        observation: dict[str, np.ndarray],
-        state: HierarchyState | tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, HierarchyState | None]:
-        """
-        Env actions of the hierarchy; ``state`` carries the active subgoals and the actions left to each level.
-
-        :param observation: Goal observation (batched or not)
-        :param state: The ``HierarchyState`` returned by the previous call (``None`` at the start)
-        :param episode_start: Which envs start an episode
-        :param deterministic: Ignored (the policies are deterministic)
-        :return: The actions and the next state
-        """
-        return self.policy.predict(observation, state, episode_start, deterministic)
-
 
 __all__ = ["HHER"]
