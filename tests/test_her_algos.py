@@ -370,3 +370,22 @@ def test_fetch_make_helper():
         assert env.spec.max_episode_steps == 50
     finally:
         env.close()
+
+
+def test_env_id_string_without_importing_gymnasium_robotics():
+    # The one-liner: an env id alone works, without importing gymnasium_robotics first (fresh interpreter,
+    # since this test session has registered the robotics envs already).
+    import subprocess
+    import sys
+
+    code = (
+        "import gymnasium as gym; from sb3_hher import HerDDPG, HerTD3, HHER\n"
+        "assert 'FetchReach-v4' not in gym.registry\n"
+        "for cls in (HerDDPG, HerTD3, HHER):\n"
+        "    model = cls('MultiInputPolicy', 'FetchReach-v4', buffer_size=2_000)\n"
+        "    assert model.get_env().num_envs == 1\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")

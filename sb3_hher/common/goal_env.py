@@ -177,6 +177,20 @@ def make_goal_env(env_id: str, **kwargs: Any) -> gym.Env:
     return gym.make(env_id, **kwargs)
 
 
+def register_env_id(env: Any) -> None:
+    """
+    Make an env id given as a string resolvable by ``gym.make`` (SB3 builds the env from it): ids that are not
+    registered yet (Fetch, PointMaze, AntMaze) get gymnasium-robotics imported first. Anything else is left alone.
+
+    :param env: The ``env`` argument given to an algorithm
+    """
+    if isinstance(env, str) and env not in gym.registry:
+        try:
+            import_robotics()
+        except ImportError:  # gym.make then raises its own NameNotFound error
+            pass
+
+
 def import_robotics() -> None:
     """Register gymnasium-robotics' envs (importing the package registers them)."""
     import gymnasium_robotics

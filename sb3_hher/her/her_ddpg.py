@@ -11,6 +11,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.ddpg import DDPG
 
+from sb3_hher.common.goal_env import register_env_id
 from sb3_hher.common.policies import GoalPolicy
 from sb3_hher.her.core import AUTO, BaselinesHerMixin
 
@@ -121,6 +122,7 @@ class HerDDPG(BaselinesHerMixin, DDPG):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        register_env_id(env)
         super().__init__(
             policy,
             env,

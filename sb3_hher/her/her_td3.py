@@ -11,6 +11,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.td3 import TD3
 
+from sb3_hher.common.goal_env import register_env_id
 from sb3_hher.common.policies import GoalPolicy
 from sb3_hher.her.core import AUTO, BaselinesHerMixin
 
@@ -124,6 +125,7 @@ class HerTD3(BaselinesHerMixin, TD3):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        register_env_id(env)
         super().__init__(
             policy,
             env,

@@ -25,7 +25,14 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Rollout
 from stable_baselines3.common.utils import safe_mean, should_collect_more_steps
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_hher.common.goal_env import GOAL_KEYS, GoalEnvSpec, call_compute_reward, check_goal_env, get_success
+from sb3_hher.common.goal_env import (
+    GOAL_KEYS,
+    GoalEnvSpec,
+    call_compute_reward,
+    check_goal_env,
+    get_success,
+    register_env_id,
+)
 from sb3_hher.common.policies import GoalPolicy
 from sb3_hher.common.subgoals import SubgoalSpace, subgoal_space_for_env
 from sb3_hher.her.core import AUTO, NonFiniteObservationError, find_non_finite, zero_non_finite
@@ -221,6 +228,7 @@ class HHER(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        register_env_id(env)
         super().__init__(
             policy,
             env,  # type: ignore[arg-type]
