@@ -389,3 +389,25 @@ def test_env_id_string_without_importing_gymnasium_robotics():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("algo", [HerDDPG, HerTD3])
+def test_critic_layer_norm(algo, tmp_path):
+    env = make_point_env()
+    kwargs = {**SMALL_KWARGS, "policy_kwargs": {**SMALL_KWARGS.get("policy_kwargs", {}), "critic_layer_norm": True}}
+    model = algo("MultiInputPolicy", env, seed=0, **kwargs)
+    for critic in (model.critic, model.critic_target):
+        for idx, q_net in enumerate(critic.q_networks):
+            n_hidden = sum(isinstance(layer, th.nn.Linear) for layer in q_net) - 1
+            assert sum(isinstance(layer, th.nn.LayerNorm) for layer in q_net) == n_hidden > 0
+            assert q_net is getattr(critic, f"qf{idx}")
+    # The optimiser trains the normalisation parameters too; the actor has none.
+    optimised = {id(p) for group in model.critic.optimizer.param_groups for p in group["params"]}
+    assert all(id(p) in optimised for p in model.critic.parameters() if p.requires_grad)
+    assert not any(isinstance(layer, th.nn.LayerNorm) for layer in model.actor.modules())
+    model.learn(300)
+    model.save(tmp_path / "model.zip")
+    loaded = algo.load(tmp_path / "model.zip", env=env)
+    assert loaded.policy.critic_layer_norm
+    for p, q in zip(model.critic.parameters(), loaded.critic.parameters(), strict=True):
+        assert th.equal(p, q)

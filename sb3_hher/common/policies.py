@@ -6,6 +6,7 @@ from typing import Any
 
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.td3.policies import TD3Policy
@@ -35,6 +36,21 @@ class NormalizedGoalExtractor(BaseFeaturesExtractor):
         )
 
 
+def _with_layer_norm(mlp: nn.Sequential) -> nn.Sequential:
+    """
+    :param mlp: An SB3 ``create_mlp`` network (Linear, activation, ..., Linear)
+    :return: The same layers with a ``LayerNorm`` after each hidden ``Linear``
+    """
+    layers = list(mlp)
+    last_linear = max(i for i, layer in enumerate(layers) if isinstance(layer, nn.Linear))
+    normed: list[nn.Module] = []
+    for i, layer in enumerate(layers):
+        normed.append(layer)
+        if isinstance(layer, nn.Linear) and i != last_linear:
+            normed.append(nn.LayerNorm(layer.out_features))
+    return nn.Sequential(*normed)
+
+
 class GoalPolicy(TD3Policy):
     """
     Actor-critic policy for goal-conditioned DDPG/TD3: SB3's ``TD3Policy`` whose networks all read their
@@ -56,6 +72,8 @@ class GoalPolicy(TD3Policy):
     :param optimizer_kwargs: Optimizer keyword arguments
     :param n_critics: Number of critics (1 for DDPG, 2 for TD3)
     :param share_features_extractor: Share the features extractor between actor and critic
+    :param critic_layer_norm: Insert a ``LayerNorm`` after every hidden layer of the critics (before the
+        activation), as the high replay-ratio agents do (mrl, REDQ/DroQ-style critics). Off in baselines.
     """
 
     normalizer: GoalObsNormalizer
@@ -77,7 +95,9 @@ class GoalPolicy(TD3Policy):
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
         share_features_extractor: bool = False,
+        critic_layer_norm: bool = False,
     ):
+        self.critic_layer_norm = critic_layer_norm
         # Needed by _build, which TD3Policy.__init__ calls.
         self._normalizer_args = (clip_obs, norm_eps, norm_clip)
         if net_arch is None:
@@ -116,6 +136,15 @@ class GoalPolicy(TD3Policy):
         )
         super()._build(lr_schedule)
 
+    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> ContinuousCritic:
+        critic = super().make_critic(features_extractor)
+        if self.critic_layer_norm:
+            for idx, q_net in enumerate(critic.q_networks):
+                normed = _with_layer_norm(q_net).to(self.device)
+                critic.add_module(f"qf{idx}", normed)  # replaces the registered module of the same name
+                critic.q_networks[idx] = normed
+        return critic
+
     def make_features_extractor(self) -> BaseFeaturesExtractor:
         # Every network (actor, critic and their targets) reads through the same normaliser, as in baselines
         # where the target networks use the same o_stats/g_stats.
@@ -127,7 +156,12 @@ class GoalPolicy(TD3Policy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(clip_obs=self.clip_obs, norm_eps=self.norm_eps, norm_clip=self.norm_clip)
+        data.update(
+            clip_obs=self.clip_obs,
+            norm_eps=self.norm_eps,
+            norm_clip=self.norm_clip,
+            critic_layer_norm=self.critic_layer_norm,
+        )
         return data
 
 
