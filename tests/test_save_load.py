@@ -129,8 +129,18 @@ def test_load_into_other_observation_layout_fails(tmp_path):
         HerDDPG.load(tmp_path / "model.zip", env=WiderPointEnv())
 
 
-def test_load_without_env_is_refused_clearly(tmp_path):
-    """HER models load with their env, as in SB3 (the relabelling buffer needs compute_reward); the policy loads alone."""
-    trained_model(HerDDPG).save(tmp_path / "model.zip")
-    with pytest.raises(AssertionError, match="You must pass an environment"):
-        HerDDPG.load(tmp_path / "model.zip")
+@pytest.mark.parametrize("algo", [HerDDPG, HerTD3])
+def test_load_without_env_predicts_then_learns_after_set_env(algo, tmp_path):
+    """SB3 refuses to load HER models without their env; ours load for inference, and learn once given one."""
+    model = trained_model(algo)
+    model.save(tmp_path / "model.zip")
+    loaded = algo.load(tmp_path / "model.zip")
+    assert loaded.get_env() is None and loaded.replay_buffer.env is None
+    obs = make_point_env().reset(seed=3)[0]
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    assert params_equal(loaded, model)
+    env = make_point_env()
+    loaded.set_env(env)
+    assert loaded.replay_buffer.env is loaded.get_env()
+    loaded.learn(200, reset_num_timesteps=False)
+    assert loaded.num_timesteps == model.num_timesteps + 200

@@ -231,6 +231,18 @@ class BaselinesHerMixin:
                 setattr(self, key, self.replay_buffer_kwargs[key])
             self.replay_buffer_kwargs.setdefault(key, value)
 
+        if self.env is None and getattr(self, "replay_buffer", None) is None:
+            # Loaded without an env (to predict): SB3 refuses to build a hindsight buffer without one. Build it
+            # env-less (numpy allocates lazily); set_env gives it the env before any learning.
+            self.replay_buffer = self.replay_buffer_class(
+                self.buffer_size,  # type: ignore[attr-defined]
+                self.observation_space,  # type: ignore[attr-defined]
+                self.action_space,  # type: ignore[attr-defined]
+                env=None,
+                device=self.device,  # type: ignore[attr-defined]
+                n_envs=self.n_envs,  # type: ignore[attr-defined]
+                **self.replay_buffer_kwargs,
+            )
         super()._setup_model()  # type: ignore[misc]
         if not isinstance(self.policy, GoalPolicy):
             raise TypeError(f"{type(self).__name__} needs a GoalPolicy ('MultiInputPolicy'), got {type(self.policy).__name__}")
