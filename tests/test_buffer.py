@@ -172,6 +172,76 @@ def test_relabelled_goals_come_from_same_episode(lengths, n_envs, n_sampled_goal
     assert not samples.dones.numpy().any()
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lengths=st.lists(st.integers(1, 9), min_size=1, max_size=6),
+    n_envs=st.integers(1, 2),
+    n_return_steps=st.integers(2, 5),
+    strategy=st.sampled_from(["future", "final", "episode"]),
+    slots_per_env=st.integers(10, 30),
+    n_added=st.integers(10, 80),
+)
+def test_n_step_returns_stay_in_episode_and_use_the_batch_goal(
+    lengths, n_envs, n_return_steps, strategy, slots_per_env, n_added
+):
+    np.random.seed(1)
+    gamma = 0.9
+    buffer = make_buffer(slots_per_env * n_envs, n_envs, 4, strategy, n_steps=n_return_steps, gamma=gamma)
+    feeder = SyntheticEpisodes(buffer, lengths)
+    for _ in range(n_added):
+        feeder.step()
+    if not (buffer.ep_length > 0).any():
+        return
+    samples = buffer.sample(64)
+    obs = {key: value.numpy() for key, value in samples.observations.items()}
+    next_obs = {key: value.numpy() for key, value in samples.next_observations.items()}
+    for i in range(64):
+        episode, step = (int(v) for v in obs["achieved_goal"][i])
+        length = feeder.episode_length[episode]
+        assert feeder.intact(episode)
+        goal = obs["desired_goal"][i]
+        assert check_goal_origin(goal, episode, step, length, strategy)
+        n_taken = min(n_return_steps, length - step)  # never past the episode's last transition
+        np.testing.assert_array_equal(next_obs["achieved_goal"][i], (episode, step + n_taken))
+        np.testing.assert_array_equal(next_obs["observation"][i, :2], (episode, step + n_taken))
+        np.testing.assert_array_equal(next_obs["desired_goal"][i], goal)
+        expected = sum(
+            gamma**j * encoded_reward(np.array([episode, step + j + 1], dtype=np.float32), goal, None) for j in range(n_taken)
+        )
+        assert samples.rewards[i, 0].item() == pytest.approx(float(expected), abs=1e-5)
+        assert samples.discounts[i, 0].item() == pytest.approx(gamma**n_taken, rel=1e-6)
+    assert not samples.dones.numpy().any()
+
+
+def test_one_step_batches_carry_no_discounts():
+    buffer = make_buffer(40, 1, 4)
+    feeder = SyntheticEpisodes(buffer, [5])
+    for _ in range(10):
+        feeder.step()
+    assert buffer.sample(8).discounts is None
+
+
+def test_n_step_returns_stop_at_terminations():
+    # A terminal transition (done without truncation) ends the return and is not bootstrapped.
+    buffer = make_buffer(40, 1, 0, n_steps=3, gamma=0.5)
+    for step in range(4):
+        obs = {
+            "observation": np.array([[0, step, 0, 0]], dtype=np.float32),
+            "achieved_goal": np.array([[0, step]], dtype=np.float32),
+            "desired_goal": np.array([[0, -1]], dtype=np.float32),
+        }
+        next_obs = {**obs, "achieved_goal": np.array([[0, step + 1]], dtype=np.float32)}
+        done = np.array([step == 3])
+        buffer.add(obs, next_obs, np.zeros((1, 1), dtype=np.float32), np.array([-1.0]), done, [{}])
+    samples = buffer.sample(200)
+    steps = samples.observations["achieved_goal"][:, 1].numpy().astype(int)
+    for i, step in enumerate(steps):
+        n_taken = min(3, 4 - step)
+        assert samples.rewards[i, 0].item() == pytest.approx(-sum(0.5**j for j in range(n_taken)))
+        assert samples.dones[i, 0].item() == float(step + n_taken == 4)
+    assert set(steps) == {0, 1, 2, 3}
+
+
 def test_future_includes_the_next_achieved_goal_and_the_final_one():
     """Over many samples, 'future' draws every step from the transition's next achieved goal to the episode's end."""
     np.random.seed(1)

@@ -122,6 +122,42 @@ def test_no_clipping_when_disabled(monkeypatch):
     assert "train/clipped_target_fraction" not in model.logger.name_to_value
 
 
+@pytest.mark.parametrize("algo", ALGOS)
+def test_n_step_targets_use_the_batch_discounts(algo, monkeypatch):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SB3's "n_steps is ignored with a custom buffer" must not fire
+        model = collected_model(algo, gamma=0.9, clip_return=None, n_steps=3)
+    assert model.n_steps == 3 and model.replay_buffer.n_steps == 3 and model.replay_buffer.gamma == 0.9
+    set_constant_output(model.critic_target, 10.0)
+    batches, targets = [], []
+    sample = model.replay_buffer.sample
+
+    def recording_sample(*args, **kwargs):
+        batches.append(sample(*args, **kwargs))
+        return batches[-1]
+
+    def recording_mse_loss(prediction, target):
+        targets.append(target.detach().clone())
+        return F.mse_loss(prediction, target)
+
+    monkeypatch.setattr(model.replay_buffer, "sample", recording_sample)
+    monkeypatch.setattr(core, "F", types.SimpleNamespace(mse_loss=recording_mse_loss))
+    model.train(gradient_steps=1, batch_size=64)
+    batch = batches[0]
+    assert batch.discounts is not None
+    # gamma^k with k = 1..3 steps taken (fewer than 3 near the end of an episode).
+    distance = (batch.discounts - th.tensor([0.9, 0.81, 0.729])).abs().min(dim=1).values
+    assert th.all(distance < 1e-6) and th.any(batch.discounts < 0.8)
+    th.testing.assert_close(targets[0], batch.rewards + (1 - batch.dones) * batch.discounts * 10.0)
+
+
+def test_invalid_n_steps():
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
+        make_model(HerDDPG, n_steps=0)
+
+
 # --- Exploration --------------------------------------------------------------------------------------------------
 
 

@@ -615,3 +615,8 @@ def test_hher_non_finite_skip_keeps_the_finite_part_of_the_episode() -> None:
         for values in buffer.observations.values():
             assert np.isfinite(values[: buffer.pos]).all()
         assert all(th.isfinite(tensor).all() for tensor in level.policy.state_dict().values())
+
+
+def test_n_step_returns_refused_for_hierarchies():
+    with pytest.raises(ValueError, match=r"n_steps > 1 \(level 0\) is supported by flat agents"):
+        HHER("MultiInputPolicy", make_point_env(), level_kwargs=[{"n_steps": 3}, {}])

@@ -24,6 +24,7 @@ HER_KWARGS = {
     "gamma": 0.93,
     "tau": 0.1,
     "n_sampled_goal": 2,
+    "n_steps": 3,
 }
 
 

@@ -44,6 +44,13 @@ class HindsightReplayBuffer(HerReplayBuffer):
     :param compute_reward: Reward function of relabelled transitions, ``f(achieved_goal, desired_goal, infos)``
         vectorised over the batch; ``None`` (default) calls the env's ``compute_reward``. Hierarchical levels
         use it for rewards in their subgoal space.
+    :param n_steps: Length of the returns the batches carry (SB3's ``NStepReplayBuffer``, for goal envs):
+        ``sum_i gamma^i r_{t+i}`` over up to ``n_steps`` steps of the same episode, rewards recomputed for the
+        batch's (possibly relabelled) goal, bootstrapped from the last of those steps with ``discounts = gamma^k``.
+        1 (default) is the one-step return of baselines. Larger values propagate sparse rewards faster at the
+        price of an off-policy bias (the stored actions were exploratory), as in multi-step HER (Yang et al. 2021,
+        https://arxiv.org/abs/2102.12962).
+    :param gamma: Discount of the n-step returns (set by the algorithm; only used when ``n_steps > 1``)
     """
 
     def __init__(
@@ -60,8 +67,14 @@ class HindsightReplayBuffer(HerReplayBuffer):
         goal_selection_strategy: GoalSelectionStrategy | str = "future",
         copy_info_dict: bool = False,
         compute_reward: RewardFn | None = None,
+        n_steps: int = 1,
+        gamma: float = 0.99,
     ):
         check_goal_observation_space(observation_space)
+        if not isinstance(n_steps, int | np.integer) or n_steps < 1:
+            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
         if not isinstance(n_sampled_goal, int | np.integer) or n_sampled_goal < 0:
             raise ValueError(f"n_sampled_goal (baselines replay_k) must be an integer >= 0, got {n_sampled_goal!r}")
         if optimize_memory_usage:
@@ -80,6 +93,8 @@ class HindsightReplayBuffer(HerReplayBuffer):
             copy_info_dict=copy_info_dict,
         )
         self.compute_reward = compute_reward
+        self.n_steps = int(n_steps)
+        self.gamma = float(gamma)
         for storage in (self.observations, self.next_observations):
             for key, values in storage.items():
                 if values.dtype == np.float64:
@@ -165,18 +180,77 @@ class HindsightReplayBuffer(HerReplayBuffer):
             # r_t depends on s_{t+1}: the reward of a relabelled transition uses the *next* achieved goal.
             rewards[:n_virtual] = self._relabelled_rewards(next_obs["achieved_goal"][:n_virtual], new_goals, infos)
 
+        last_indices = batch_indices
+        discounts = None
+        rewards = self._normalize_reward(rewards.reshape(-1, 1), env)
+        if self.n_steps > 1:
+            rewards, last_indices, discounts = self._n_step_returns(
+                batch_indices, env_indices, obs["desired_goal"], rewards, n_virtual, env
+            )
+            next_obs = {key: values[last_indices, env_indices] for key, values in self.next_observations.items()}
+            next_obs["desired_goal"] = obs["desired_goal"].copy()
+
         obs_ = self._normalize_obs(obs, env)
         next_obs_ = self._normalize_obs(next_obs, env)
         assert isinstance(obs_, dict) and isinstance(next_obs_, dict)
         # Only terminations end the bootstrap; time-limit truncations do not (infinite-horizon view).
-        dones = self.dones[batch_indices, env_indices] * (1 - self.timeouts[batch_indices, env_indices])
+        dones = self.dones[last_indices, env_indices] * (1 - self.timeouts[last_indices, env_indices])
         return DictReplayBufferSamples(
             observations={key: self.to_torch(value) for key, value in obs_.items()},
             actions=self.to_torch(self.actions[batch_indices, env_indices]),
             next_observations={key: self.to_torch(value) for key, value in next_obs_.items()},
             dones=self.to_torch(dones).reshape(-1, 1),
-            rewards=self.to_torch(self._normalize_reward(rewards.reshape(-1, 1), env)),
+            rewards=self.to_torch(rewards),
+            discounts=None if discounts is None else self.to_torch(discounts),
         )
+
+    def _n_step_returns(
+        self,
+        batch_indices: np.ndarray,
+        env_indices: np.ndarray,
+        goals: np.ndarray,
+        first_rewards: np.ndarray,
+        n_virtual: int,
+        env: VecNormalize | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """
+        n-step returns of sampled transitions, never crossing the end of their episode.
+
+        :param batch_indices: Buffer positions of the sampled transitions
+        :param env_indices: Their env indices
+        :param goals: Their goals (the first ``n_virtual`` relabelled)
+        :param first_rewards: Their one-step rewards for those goals, shape ``(batch, 1)``
+        :param n_virtual: Number of relabelled transitions (at the start of the batch)
+        :param env: VecNormalize wrapper to normalise rewards with, if any
+        :return: ``(returns (batch, 1), buffer position of the last step of each, discounts gamma^k (batch, 1))``
+        """
+        # Steps left in the episode from each transition on (itself included).
+        offset = (batch_indices - self.ep_start[batch_indices, env_indices]) % self.buffer_size
+        n_taken = np.minimum(self.n_steps, self.ep_length[batch_indices, env_indices] - offset)
+        steps = np.arange(self.n_steps)
+        positions = (batch_indices[:, None] + steps) % self.buffer_size  # (batch, n_steps)
+        envs = np.broadcast_to(env_indices[:, None], positions.shape)
+        rewards = self.rewards[positions, envs].astype(np.float32)
+        if n_virtual > 0:
+            # Relabelled transitions: r_{t+i} = compute_reward(achieved_goal_{t+i+1}, g) for their new goal g.
+            achieved = self.next_observations["achieved_goal"][positions[:n_virtual], envs[:n_virtual]]
+            goal_dim = achieved.shape[-1]
+            repeated_goals = np.repeat(goals[:n_virtual], self.n_steps, axis=0)
+            infos = (
+                copy.deepcopy(self.infos[positions[:n_virtual], envs[:n_virtual]].ravel())
+                if self.copy_info_dict
+                else [{}] * (n_virtual * self.n_steps)
+            )
+            rewards[:n_virtual] = self._relabelled_rewards(
+                achieved.reshape(-1, goal_dim), repeated_goals.reshape(-1, goal_dim), infos
+            ).reshape(n_virtual, self.n_steps)
+        rewards = self._normalize_reward(rewards, env)
+        rewards[:, 0] = first_rewards[:, 0]
+        taken = steps[None, :] < n_taken[:, None]
+        returns = (rewards * (self.gamma**steps) * taken).sum(axis=1, keepdims=True).astype(np.float32)
+        last_indices = (batch_indices + n_taken - 1) % self.buffer_size
+        discounts = (self.gamma**n_taken).reshape(-1, 1).astype(np.float32)
+        return returns, last_indices, discounts
 
     def last_episode_indices(self, env_idx: int) -> np.ndarray:
         """

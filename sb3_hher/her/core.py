@@ -230,6 +230,12 @@ class BaselinesHerMixin:
                 # Constructor arguments and replay_buffer_kwargs must agree: the kwargs win when only they are given.
                 setattr(self, key, self.replay_buffer_kwargs[key])
             self.replay_buffer_kwargs.setdefault(key, value)
+        if not isinstance(self.n_steps, int | np.integer) or self.n_steps < 1:  # type: ignore[has-type]
+            raise ValueError(f"n_steps must be an integer >= 1, got {self.n_steps!r}")  # type: ignore[has-type]
+        if self.n_steps > 1 or "n_steps" in self.replay_buffer_kwargs:  # type: ignore[has-type]
+            self.replay_buffer_kwargs.setdefault("n_steps", int(self.n_steps))  # type: ignore[has-type]
+            self.n_steps = self.replay_buffer_kwargs["n_steps"]
+            self.replay_buffer_kwargs["gamma"] = self.gamma
 
         if self.env is None and getattr(self, "replay_buffer", None) is None:
             # Loaded without an env (to predict): SB3 refuses to build a hindsight buffer without one. Build it
@@ -243,7 +249,10 @@ class BaselinesHerMixin:
                 n_envs=self.n_envs,  # type: ignore[attr-defined]
                 **self.replay_buffer_kwargs,
             )
-        super()._setup_model()  # type: ignore[misc]
+        with warnings.catch_warnings():
+            # SB3 warns that n_steps is ignored with a custom buffer class: ours implements it (kwargs above).
+            warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored because a custom")
+            super()._setup_model()  # type: ignore[misc]
         if not isinstance(self.policy, GoalPolicy):
             raise TypeError(f"{type(self).__name__} needs a GoalPolicy ('MultiInputPolicy'), got {type(self.policy).__name__}")
         if self.demo_file is not None and self.env is not None:
@@ -266,6 +275,8 @@ class BaselinesHerMixin:
             device=self.device,  # type: ignore[attr-defined]
             n_sampled_goal=self.n_sampled_goal,
             goal_selection_strategy=self.goal_selection_strategy,
+            n_steps=self.n_steps,  # type: ignore[has-type]
+            gamma=self.gamma,
         )
         for episode in demos.iter_episodes(self.env):
             # Episodes end on the time limit: stored as truncations, bootstrapped like the agent's own.
@@ -301,6 +312,7 @@ class BaselinesHerMixin:
             },
             dones=th.cat((agent.dones, demo.dones)),
             rewards=th.cat((agent.rewards, demo.rewards)),
+            discounts=None if agent.discounts is None else th.cat((agent.discounts, demo.discounts)),
         )
         return merged, self.demo_batch_size
 
@@ -442,7 +454,9 @@ class BaselinesHerMixin:
                     next_actions = (next_actions + noise.clamp(-self.target_noise_clip, self.target_noise_clip)).clamp(-1, 1)
                 next_q_values = th.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)  # type: ignore[attr-defined]
                 next_q_values, _ = th.min(next_q_values, dim=1, keepdim=True)
-                target_q_values = replay_data.rewards + (1 - replay_data.dones) * self.gamma * next_q_values
+                # n-step batches carry gamma^k per transition (SB3's convention), one-step ones use gamma.
+                discounts = self.gamma if replay_data.discounts is None else replay_data.discounts
+                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
                 if self.return_bounds is not None:
                     # Baselines clip_return: a return can never leave [r_min, r_max] / (1 - gamma).
                     low, high = self.return_bounds

@@ -54,6 +54,9 @@ class HerTD3(BaselinesHerMixin, TD3):
         ``noise_eps``); used when ``action_noise`` is None
     :param n_sampled_goal: Relabelled transitions per real one (baselines ``replay_k``)
     :param goal_selection_strategy: Relabelling strategy ("future" as baselines, "final" or "episode")
+    :param n_steps: Length of the TD returns (SB3's ``n_steps``, here with relabelled goals): 1 is baselines'
+        one-step target; ``n > 1`` sums up to ``n`` rewards of the episode, recomputed for the transition's goal,
+        and bootstraps with ``gamma^n`` (see ``HindsightReplayBuffer``)
     :param demo_file: Demonstrations to learn from (baselines ``demo_file``; baselines' npz layout or
         ``sb3_hher.demos``' format, see ``python -m sb3_hher.demos``); they fill a separate relabelled buffer
     :param demo_batch_size: Demonstration transitions in each batch of ``batch_size`` (baselines ``demo_batch_size``)
@@ -103,6 +106,7 @@ class HerTD3(BaselinesHerMixin, TD3):
         noise_eps: float = 0.2,
         n_sampled_goal: int = 4,
         goal_selection_strategy: str = "future",
+        n_steps: int = 1,
         demo_file: str | None = None,
         demo_batch_size: int = 128,
         bc_loss: bool = False,
@@ -138,6 +142,7 @@ class HerTD3(BaselinesHerMixin, TD3):
             train_freq=train_freq,
             gradient_steps=gradient_steps,
             action_noise=action_noise,
+            n_steps=n_steps,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
             optimize_memory_usage=optimize_memory_usage,

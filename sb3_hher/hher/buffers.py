@@ -41,6 +41,9 @@ class LevelReplayBuffer(HindsightReplayBuffer):
     :param copy_info_dict: Store info dicts and pass them to ``compute_reward``
     :param compute_reward: Reward function of relabelled transitions (the level's reward)
     :param penalty_buffer_size: Capacity of the penalty store (default ``buffer_size``)
+    :param n_steps: Length of the returns of episode transitions (``HindsightReplayBuffer``); penalty transitions
+        are never bootstrapped
+    :param gamma: Discount of the n-step returns
     """
 
     def __init__(
@@ -58,6 +61,8 @@ class LevelReplayBuffer(HindsightReplayBuffer):
         copy_info_dict: bool = False,
         compute_reward: RewardFn | None = None,
         penalty_buffer_size: int | None = None,
+        n_steps: int = 1,
+        gamma: float = 0.99,
     ):
         super().__init__(
             buffer_size,
@@ -72,6 +77,8 @@ class LevelReplayBuffer(HindsightReplayBuffer):
             goal_selection_strategy=goal_selection_strategy,
             copy_info_dict=copy_info_dict,
             compute_reward=compute_reward,
+            n_steps=n_steps,
+            gamma=gamma,
         )
         self.penalty_buffer_size = int(penalty_buffer_size or buffer_size)
         self.penalty_observations = {
@@ -150,6 +157,8 @@ class LevelReplayBuffer(HindsightReplayBuffer):
             },
             dones=th.cat((samples.dones, penalty.dones)),
             rewards=th.cat((samples.rewards, penalty.rewards)),
+            # Penalty targets are not bootstrapped (dones = 1): any discount serves.
+            discounts=None if samples.discounts is None else th.cat((samples.discounts, th.ones_like(penalty.rewards))),
         )
 
     def _penalty_samples(self, indices: np.ndarray, env: VecNormalize | None = None) -> DictReplayBufferSamples:

@@ -419,6 +419,8 @@ class HHER(OffPolicyAlgorithm):
             n_sampled_goal=learner.n_sampled_goal,
             goal_selection_strategy=learner.goal_selection_strategy,
             compute_reward=self._env_reward,
+            n_steps=learner.n_steps,
+            gamma=learner.gamma,
         )
         learner._setup_model()
         return learner
@@ -437,6 +439,11 @@ class HHER(OffPolicyAlgorithm):
         kwargs["gamma"] = self.level_gammas[level] if self.level_gammas is not None else default_gamma
         kwargs.update(self.level_kwargs[level])
         replay_buffer_kwargs = dict(kwargs.pop("replay_buffer_kwargs", None) or {})
+        if kwargs.get("n_steps", 1) != 1 or replay_buffer_kwargs.get("n_steps", 1) != 1:
+            raise ValueError(
+                f"n_steps > 1 (level {level}) is supported by flat agents (n_levels=1) only: HAC's levels learn from "
+                "one-step hindsight-action and subgoal-testing transitions"
+            )
         learner = learner_class(self.policy_class, None, device=self.device, _init_setup_model=False, **kwargs)  # type: ignore[arg-type]
         observation_space, action_space = self._level_spaces(level)
         self._attach_spaces(learner, observation_space, action_space, 1)
