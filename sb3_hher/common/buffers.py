@@ -176,7 +176,7 @@ class HindsightReplayBuffer(HerReplayBuffer):
             new_goals = self._sample_goals(virtual_batch, virtual_env)
             obs["desired_goal"][:n_virtual] = new_goals
             next_obs["desired_goal"][:n_virtual] = new_goals
-            infos = copy.deepcopy(self.infos[virtual_batch, virtual_env]) if self.copy_info_dict else [{}] * n_virtual
+            infos: Any = copy.deepcopy(self.infos[virtual_batch, virtual_env]) if self.copy_info_dict else [{}] * n_virtual
             # r_t depends on s_{t+1}: the reward of a relabelled transition uses the *next* achieved goal.
             rewards[:n_virtual] = self._relabelled_rewards(next_obs["achieved_goal"][:n_virtual], new_goals, infos)
 

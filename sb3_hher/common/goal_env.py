@@ -115,7 +115,7 @@ def check_goal_env(env: VecEnv) -> GoalEnvSpec:
     if not isinstance(env.action_space, spaces.Box):
         raise GoalEnvError(f"Goal-conditioned algorithms here need a continuous (Box) action space, got {env.action_space}")
 
-    goal_space = env.observation_space.spaces["desired_goal"]  # type: ignore[union-attr]
+    goal_space = env.observation_space.spaces["desired_goal"]  # type: ignore[attr-defined]
     rng = np.random.default_rng(0)
     # MultiBinary goals (SB3's BitFlippingEnv) have no low/high: they lie in [0, 1].
     low = np.where(np.isfinite(goal_space.low), goal_space.low, -1.0) if hasattr(goal_space, "low") else np.zeros(goal_dim)

@@ -140,6 +140,7 @@ class GoalPolicy(TD3Policy):
         critic = super().make_critic(features_extractor)
         if self.critic_layer_norm:
             for idx, q_net in enumerate(critic.q_networks):
+                assert isinstance(q_net, nn.Sequential)
                 normed = _with_layer_norm(q_net).to(self.device)
                 critic.add_module(f"qf{idx}", normed)  # replaces the registered module of the same name
                 critic.q_networks[idx] = normed

@@ -244,7 +244,7 @@ class BaselinesHerMixin:
                 self.buffer_size,  # type: ignore[attr-defined]
                 self.observation_space,  # type: ignore[attr-defined]
                 self.action_space,  # type: ignore[attr-defined]
-                env=None,
+                env=None,  # type: ignore[arg-type]
                 device=self.device,  # type: ignore[attr-defined]
                 n_envs=self.n_envs,  # type: ignore[attr-defined]
                 **self.replay_buffer_kwargs,
@@ -312,7 +312,7 @@ class BaselinesHerMixin:
             },
             dones=th.cat((agent.dones, demo.dones)),
             rewards=th.cat((agent.rewards, demo.rewards)),
-            discounts=None if agent.discounts is None else th.cat((agent.discounts, demo.discounts)),
+            discounts=None if agent.discounts is None or demo.discounts is None else th.cat((agent.discounts, demo.discounts)),
         )
         return merged, self.demo_batch_size
 

@@ -11,7 +11,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from sb3_hher.common.buffers import HindsightReplayBuffer, RewardFn
 
 
-def _storage_dtype(dtype: np.dtype) -> np.dtype:
+def _storage_dtype(dtype: np.dtype | None) -> np.dtype:
     # As the main storage (HindsightReplayBuffer): float64 observations are kept as float32.
     return np.dtype(np.float32) if dtype == np.float64 else np.dtype(dtype)
 

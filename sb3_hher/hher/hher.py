@@ -753,7 +753,7 @@ class HHER(OffPolicyAlgorithm):
         for env_idx, message in next_episode_problems.items():
             # The episode that just ended was finite; the one starting from a non-finite observation is skipped.
             warnings.warn(f"{message}: the episode of env {env_idx} starting there is not learned from")
-            self._discarded_envs.add(env_idx)
+            self._discarded_envs.add(int(env_idx))
         self._last_obs = new_obs
 
     def _store_subgoal_transitions(
