@@ -312,12 +312,41 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+# Settings every run of one output folder must share: resuming a checkpoint with other ones would mix configurations.
+SHARED_SETTINGS = ("env", "preset", "overrides", "eval_freq", "n_eval_episodes", "n_envs")
+
+
+def _check_same_settings(config_path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """
+    Refuse to reuse an output folder with other settings; more seeds, more algorithms or a larger budget are fine.
+
+    :param config_path: The folder's ``config.json``
+    :param config: The settings of this invocation
+    :return: The settings to record (seeds and algorithms of both invocations)
+    """
+    if not config_path.exists():
+        return config
+    previous = json.loads(config_path.read_text())
+    changed = [key for key in SHARED_SETTINGS if key in previous and previous[key] != config[key]]
+    if changed:
+        details = ", ".join(f"{key}: {previous[key]!r} -> {config[key]!r}" for key in changed)
+        raise ValueError(
+            f"{config_path.parent} holds runs made with other settings ({details}): use another --out, or the "
+            "same settings to resume them"
+        )
+    merged = dict(config)
+    for key in ("seeds", "algos"):
+        merged[key] = list(dict.fromkeys([*previous.get(key, []), *config[key]]))
+    return merged
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     overrides = _parse_overrides(args.set)
-    (out / "config.json").write_text(json.dumps({**vars(args), "overrides": overrides}, indent=2) + "\n")
+    config = _check_same_settings(out / "config.json", {**vars(args), "overrides": overrides})
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     specs = [
         JobSpec(
             algo=algo,

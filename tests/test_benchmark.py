@@ -1,0 +1,40 @@
+"""The benchmark runner: outputs, exact resume of an output folder, refusal to mix settings in one folder."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from sb3_hher import benchmark
+
+TINY = ["--env", "FetchReach-v4", "--seeds", "0", "--eval-freq", "100", "--n-eval-episodes", "2", "--set", "buffer_size=5000"]
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as file:
+        return list(csv.DictReader(file))
+
+
+def test_runner_outputs_resume_and_settings_guard(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    benchmark.main([*TINY, "--algos", "her_ddpg", "ddpg", "--total-timesteps", "200", "--out", str(out)])
+    for algo in ("her_ddpg", "ddpg"):
+        run = rows(out / "runs" / f"{algo}_seed0.csv")
+        assert [int(row["timesteps"]) for row in run] == [0, 100, 200]
+        assert all(0.0 <= float(row["success_rate"]) <= 1.0 for row in run)
+    for name in ("results.csv", "results.md", "learning_curve.png"):
+        assert (out / name).stat().st_size > 0
+    table = (out / "results.md").read_text()
+    assert "| her_ddpg | 1 | 200 |" in table and "| ddpg | 1 | 200 |" in table
+
+    # A larger budget continues the runs from their checkpoints: the first rows are kept, not recomputed.
+    before = rows(out / "runs" / "her_ddpg_seed0.csv")
+    benchmark.main([*TINY, "--algos", "her_ddpg", "--total-timesteps", "300", "--out", str(out)])
+    after = rows(out / "runs" / "her_ddpg_seed0.csv")
+    assert after[:3] == before and [int(row["timesteps"]) for row in after] == [0, 100, 200, 300]
+
+    # Other hyperparameters in the same folder would resume checkpoints made with different ones: refused.
+    with pytest.raises(ValueError, match=r"other settings.*overrides"):
+        benchmark.main([*TINY, "batch_size=64", "--algos", "her_ddpg", "--total-timesteps", "300", "--out", str(out)])
