@@ -255,7 +255,8 @@ def summarize(out: str | Path, env_id: str = "", note: str = "") -> str:
             reached = [value for value in values if not np.isnan(value)]
             if not reached:
                 return "not reached"
-            text = f"{np.mean(reached) / 1000:.0f}k"
+            mean = float(np.mean(reached))
+            text = f"{mean / 1000:.0f}k" if mean >= 10_000 else f"{mean / 1000:.1f}k"
             return text if len(reached) == len(values) else f"{text} ({len(reached)}/{len(values)} seeds)"
 
         train_min = np.mean([row["train_time_s"] for row in last]) / 60
