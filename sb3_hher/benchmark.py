@@ -328,7 +328,8 @@ def _check_same_settings(config_path: Path, config: dict[str, Any]) -> dict[str,
     if not config_path.exists():
         return config
     previous = json.loads(config_path.read_text())
-    changed = [key for key in SHARED_SETTINGS if key in previous and previous[key] != config[key]]
+    # Compare as stored: JSON turns tuples into lists.
+    changed = [key for key in SHARED_SETTINGS if key in previous and previous[key] != json.loads(json.dumps(config[key]))]
     if changed:
         details = ", ".join(f"{key}: {previous[key]!r} -> {config[key]!r}" for key in changed)
         raise ValueError(

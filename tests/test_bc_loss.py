@@ -110,6 +110,13 @@ def test_learning_from_generated_demonstrations(tmp_path) -> None:
     loaded = HerDDPG.load(tmp_path / "model", env=make_goal_env("FetchReach-v4"))
     assert loaded.demo_buffer is not None and loaded.demo_buffer.size() == 4 * 50
     assert loaded.bc_loss and loaded.q_filter
+    # Loaded without an env (to predict), the demonstrations come back with set_env; the saved normaliser
+    # statistics already count them, so they are not fed twice.
+    bare = HerDDPG.load(tmp_path / "model")
+    assert bare.demo_buffer is None
+    bare.set_env(make_goal_env("FetchReach-v4"))
+    assert bare.demo_buffer is not None and bare.demo_buffer.size() == 4 * 50
+    assert bare.policy.normalizer.obs.count.item() == model.policy.normalizer.obs.count.item()
 
 
 def test_demo_file_not_matching_the_env_is_refused(tmp_path) -> None:

@@ -38,3 +38,13 @@ def test_runner_outputs_resume_and_settings_guard(tmp_path: Path) -> None:
     # Other hyperparameters in the same folder would resume checkpoints made with different ones: refused.
     with pytest.raises(ValueError, match=r"other settings.*overrides"):
         benchmark.main([*TINY, "batch_size=64", "--algos", "her_ddpg", "--total-timesteps", "300", "--out", str(out)])
+
+
+def test_settings_guard_compares_as_stored(tmp_path: Path) -> None:
+    # Tuples come back from config.json as lists: the same command must still be accepted.
+    config = {"env": "X", "preset": "p", "overrides": {"train_freq": (2, "episode")}, "eval_freq": 1, "n_eval_episodes": 1}
+    config.update(n_envs=1, seeds=[0], algos=["her_ddpg"])
+    path = tmp_path / "config.json"
+    path.write_text(benchmark.json.dumps(config))
+    merged = benchmark._check_same_settings(path, {**config, "seeds": [1]})
+    assert merged["seeds"] == [0, 1]

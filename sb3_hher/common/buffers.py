@@ -53,6 +53,10 @@ class HindsightReplayBuffer(HerReplayBuffer):
     :param gamma: Discount of the n-step returns (set by the algorithm; only used when ``n_steps > 1``)
     """
 
+    # Class-level defaults: buffers pickled before n-step returns existed load as one-step buffers.
+    n_steps: int = 1
+    gamma: float = 0.99
+
     def __init__(
         self,
         buffer_size: int,
@@ -247,7 +251,8 @@ class HindsightReplayBuffer(HerReplayBuffer):
         rewards = self._normalize_reward(rewards, env)
         rewards[:, 0] = first_rewards[:, 0]
         taken = steps[None, :] < n_taken[:, None]
-        returns = (rewards * (self.gamma**steps) * taken).sum(axis=1, keepdims=True).astype(np.float32)
+        # Steps past the episode's end hold other episodes (or nothing): zeroed, not multiplied (no NaN leaks in).
+        returns = np.where(taken, rewards * (self.gamma**steps), 0.0).sum(axis=1, keepdims=True).astype(np.float32)
         last_indices = (batch_indices + n_taken - 1) % self.buffer_size
         discounts = (self.gamma**n_taken).reshape(-1, 1).astype(np.float32)
         return returns, last_indices, discounts

@@ -258,10 +258,12 @@ class BaselinesHerMixin:
         if self.demo_file is not None and self.env is not None:
             self._load_demo_buffer()
 
-    def _load_demo_buffer(self) -> None:
+    def _load_demo_buffer(self, update_normalizer: bool = True) -> None:
         """
         Fill the demonstration buffer from ``demo_file`` (baselines ``DDPG.init_demo_buffer``): demo episodes are
         relabelled like the agent's own, and their observations and relabelled goals feed the normaliser.
+
+        :param update_normalizer: Feed the normaliser (not when its loaded statistics already hold the demos)
         """
         from sb3_hher.demos.io import load_demonstrations
 
@@ -285,7 +287,8 @@ class BaselinesHerMixin:
                 action = self.policy.scale_action(np.clip(action, self.action_space.low, self.action_space.high))
                 buffer.add(obs, next_obs, action, reward, done, infos)
             observations, goals = buffer.episode_for_normalizer(0)
-            self.policy.normalizer.update(observations, goals)
+            if update_normalizer:
+                self.policy.normalizer.update(observations, goals)
         self.demo_buffer = buffer
 
     def _excluded_save_params(self) -> list[str]:
@@ -371,6 +374,13 @@ class BaselinesHerMixin:
         if self.replay_buffer is not None:
             # The relabelling buffer recomputes rewards with the env's compute_reward: use the new env from now on.
             self.replay_buffer.env = self.env
+        if self.demo_file is not None:
+            if self.demo_buffer is None:
+                # Loaded without an env: the demonstrations (checked against the env) could not be loaded then. The
+                # normaliser's saved statistics already include them.
+                self._load_demo_buffer(update_normalizer=False)
+            else:
+                self.demo_buffer.env = self.env
 
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1

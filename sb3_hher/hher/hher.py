@@ -419,8 +419,9 @@ class HHER(OffPolicyAlgorithm):
             n_sampled_goal=learner.n_sampled_goal,
             goal_selection_strategy=learner.goal_selection_strategy,
             compute_reward=self._env_reward,
-            n_steps=learner.n_steps,
-            gamma=learner.gamma,
+            # As the learner's own _setup_model would resolve them (replay_buffer_kwargs win).
+            n_steps=int(learner.replay_buffer_kwargs.get("n_steps", learner.n_steps)),
+            gamma=0.99 if learner.gamma is None else learner.gamma,
         )
         learner._setup_model()
         return learner
