@@ -286,3 +286,18 @@ def test_non_finite_skip_at_reset_skips_the_new_episode_not_the_finished_one():
     np.testing.assert_array_equal(buffer.ep_length[10:20, 0], 0)  # the episode that started from NaN
     np.testing.assert_array_equal(buffer.ep_length[20:30, 0], 10)
     assert model.policy.normalizer.obs.count.item() == 20
+
+
+def test_learning_starts_shorter_than_an_episode_warns():
+    import warnings
+
+    from conftest import make_point_env
+
+    from sb3_hher import HerDDPG
+
+    with pytest.warns(UserWarning, match=r"learning_starts=5 is shorter than the first episode \(10 steps"):
+        HerDDPG("MultiInputPolicy", make_point_env(), learning_starts=5, train_freq=1, buffer_size=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        HerDDPG("MultiInputPolicy", make_point_env(), learning_starts=10, train_freq=1, buffer_size=1000)
+        HerDDPG("MultiInputPolicy", make_point_env(), learning_starts=5, train_freq=(1, "episode"), buffer_size=1000)

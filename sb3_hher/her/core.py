@@ -362,6 +362,17 @@ class BaselinesHerMixin:
                 )
             # n episodes of each of the envs stepping in lock-step (baselines' rollout_batch_size per worker).
             self.train_freq = (int(train_freq[0]) * spec.max_episode_steps, "step")
+        train_freq = self.train_freq  # type: ignore[has-type]
+        counts_steps = not (isinstance(train_freq, tuple) and str(train_freq[1]).lower().endswith("episode"))
+        first_episode_end = None if spec.max_episode_steps is None else spec.max_episode_steps * self.env.num_envs
+        if counts_steps and first_episode_end is not None and self.learning_starts < first_episode_end:  # type: ignore[attr-defined]
+            warnings.warn(
+                f"learning_starts={self.learning_starts} is shorter than the first episode ({spec.max_episode_steps} "  # type: ignore[attr-defined]
+                f"steps x {self.env.num_envs} envs): relabelling samples finished episodes only, so training will fail "
+                f"with 'Unable to sample before the end of the first episode' unless an episode terminates earlier. "
+                f"Set learning_starts >= {first_episode_end}.",
+                stacklevel=3,
+            )
         per_env = self.buffer_size // self.env.num_envs  # type: ignore[attr-defined]
         if spec.max_episode_steps is not None and per_env <= spec.max_episode_steps:
             raise ValueError(
