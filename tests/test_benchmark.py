@@ -48,3 +48,17 @@ def test_settings_guard_compares_as_stored(tmp_path: Path) -> None:
     path.write_text(benchmark.json.dumps(config))
     merged = benchmark._check_same_settings(path, {**config, "seeds": [1]})
     assert merged["seeds"] == [0, 1]
+
+
+def test_evaluations_rounded_to_whole_episodes_for_exact_checkpoints(tmp_path: Path) -> None:
+    # FetchReach episodes are 50 steps: an evaluation every 120 steps happens at episode ends (150, 250), where the
+    # checkpoint can hold the simulator state (an exact checkpoint would be refused mid-episode).
+    import pickle
+
+    out = tmp_path / "bench"
+    args = ["--env", "FetchReach-v4", "--seeds", "0", "--eval-freq", "120", "--n-eval-episodes", "2"]
+    benchmark.main([*args, "--set", "buffer_size=5000", "train_freq=10", "gradient_steps=1", "--algos", "her_ddpg",
+                    "--total-timesteps", "240", "--out", str(out)])  # fmt: skip
+    assert [int(row["timesteps"]) for row in rows(out / "runs" / "her_ddpg_seed0.csv")] == [0, 150, 250]
+    with open(out / "checkpoints" / "her_ddpg_seed0" / "state.pkl", "rb") as file:
+        assert pickle.load(file)["env_states"] is not None
