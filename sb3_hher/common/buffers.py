@@ -173,26 +173,27 @@ class HindsightReplayBuffer(HerReplayBuffer):
         n_virtual = int(self.her_ratio * batch_size)
 
         obs = {key: values[batch_indices, env_indices] for key, values in self.observations.items()}
-        next_obs = {key: values[batch_indices, env_indices] for key, values in self.next_observations.items()}
-        rewards = self.rewards[batch_indices, env_indices].astype(np.float32)
         if n_virtual > 0:
             virtual_batch, virtual_env = batch_indices[:n_virtual], env_indices[:n_virtual]
             new_goals = self._sample_goals(virtual_batch, virtual_env)
             obs["desired_goal"][:n_virtual] = new_goals
-            next_obs["desired_goal"][:n_virtual] = new_goals
-            infos: Any = copy.deepcopy(self.infos[virtual_batch, virtual_env]) if self.copy_info_dict else [{}] * n_virtual
-            # r_t depends on s_{t+1}: the reward of a relabelled transition uses the *next* achieved goal.
-            rewards[:n_virtual] = self._relabelled_rewards(next_obs["achieved_goal"][:n_virtual], new_goals, infos)
-
-        last_indices = batch_indices
         discounts = None
-        rewards = self._normalize_reward(rewards.reshape(-1, 1), env)
         if self.n_steps > 1:
             rewards, last_indices, discounts = self._n_step_returns(
-                batch_indices, env_indices, obs["desired_goal"], rewards, n_virtual, env
+                batch_indices, env_indices, obs["desired_goal"], n_virtual, env
             )
             next_obs = {key: values[last_indices, env_indices] for key, values in self.next_observations.items()}
             next_obs["desired_goal"] = obs["desired_goal"].copy()
+        else:
+            last_indices = batch_indices
+            next_obs = {key: values[batch_indices, env_indices] for key, values in self.next_observations.items()}
+            rewards = self.rewards[batch_indices, env_indices].astype(np.float32)
+            if n_virtual > 0:
+                next_obs["desired_goal"][:n_virtual] = new_goals
+                infos: Any = copy.deepcopy(self.infos[virtual_batch, virtual_env]) if self.copy_info_dict else [{}] * n_virtual
+                # r_t depends on s_{t+1}: the reward of a relabelled transition uses the *next* achieved goal.
+                rewards[:n_virtual] = self._relabelled_rewards(next_obs["achieved_goal"][:n_virtual], new_goals, infos)
+            rewards = self._normalize_reward(rewards.reshape(-1, 1), env)
 
         obs_ = self._normalize_obs(obs, env)
         next_obs_ = self._normalize_obs(next_obs, env)
@@ -213,7 +214,6 @@ class HindsightReplayBuffer(HerReplayBuffer):
         batch_indices: np.ndarray,
         env_indices: np.ndarray,
         goals: np.ndarray,
-        first_rewards: np.ndarray,
         n_virtual: int,
         env: VecNormalize | None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -223,7 +223,6 @@ class HindsightReplayBuffer(HerReplayBuffer):
         :param batch_indices: Buffer positions of the sampled transitions
         :param env_indices: Their env indices
         :param goals: Their goals (the first ``n_virtual`` relabelled)
-        :param first_rewards: Their one-step rewards for those goals, shape ``(batch, 1)``
         :param n_virtual: Number of relabelled transitions (at the start of the batch)
         :param env: VecNormalize wrapper to normalise rewards with, if any
         :return: ``(returns (batch, 1), buffer position of the last step of each, discounts gamma^k (batch, 1))``
@@ -249,7 +248,6 @@ class HindsightReplayBuffer(HerReplayBuffer):
                 achieved.reshape(-1, goal_dim), repeated_goals.reshape(-1, goal_dim), infos
             ).reshape(n_virtual, self.n_steps)
         rewards = self._normalize_reward(rewards, env)
-        rewards[:, 0] = first_rewards[:, 0]
         taken = steps[None, :] < n_taken[:, None]
         # Steps past the episode's end hold other episodes (or nothing): zeroed, not multiplied (no NaN leaks in).
         returns = np.where(taken, rewards * (self.gamma**steps), 0.0).sum(axis=1, keepdims=True).astype(np.float32)
