@@ -51,11 +51,26 @@ class HindsightReplayBuffer(HerReplayBuffer):
         price of an off-policy bias (the stored actions were exploratory), as in multi-step HER (Yang et al. 2021,
         https://arxiv.org/abs/2102.12962).
     :param gamma: Discount of the n-step returns (set by the algorithm; only used when ``n_steps > 1``)
+    :param episode_priority: How the episodes of a batch are drawn. ``None`` (default): uniformly over the stored
+        transitions, as baselines. ``"energy"``: Energy-Based Prioritization (Zhao & Tresp 2018,
+        https://arxiv.org/abs/1810.01363), episodes drawn in proportion to the *trajectory energy* of their achieved
+        goal, then a transition uniformly inside the episode. Meant for envs whose achieved goal is the position of
+        an object (Fetch Push, Slide, PickAndPlace): episodes in which the object never moves, most of them early in
+        training, teach nothing about moving it and are not replayed (if no stored episode moved it, sampling
+        stays uniform).
+    :param energy_clip: Upper clip of each transition's energy increase (EBP's ``clip_energy``; 0.5 for Fetch)
+    :param energy_dt: Time between two env steps, for velocities; ``None`` (default) reads the env's ``dt``
+        (0.04 s for Fetch)
     """
+
+    #: Accepted values of ``episode_priority``.
+    EPISODE_PRIORITIES = (None, "energy")
 
     # Class-level defaults: buffers pickled before n-step returns existed load as one-step buffers.
     n_steps: int = 1
     gamma: float = 0.99
+    episode_priority: str | None = None
+    _priority_cdf: np.ndarray | None = None
 
     def __init__(
         self,
@@ -73,8 +88,17 @@ class HindsightReplayBuffer(HerReplayBuffer):
         compute_reward: RewardFn | None = None,
         n_steps: int = 1,
         gamma: float = 0.99,
+        episode_priority: str | None = None,
+        energy_clip: float = 0.5,
+        energy_dt: float | None = None,
     ):
         check_goal_observation_space(observation_space)
+        if episode_priority not in self.EPISODE_PRIORITIES:
+            raise ValueError(f"episode_priority must be one of {self.EPISODE_PRIORITIES}, got {episode_priority!r}")
+        if not energy_clip > 0:
+            raise ValueError(f"energy_clip must be > 0, got {energy_clip!r}")
+        if energy_dt is not None and not energy_dt > 0:
+            raise ValueError(f"energy_dt must be > 0 (or None for the env's dt), got {energy_dt!r}")
         if not isinstance(n_steps, int | np.integer) or n_steps < 1:
             raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
         if not 0.0 <= gamma <= 1.0:
@@ -111,13 +135,41 @@ class HindsightReplayBuffer(HerReplayBuffer):
         # Flat indices of the transitions of finished episodes (what `sample` draws from), recomputed only when an
         # episode ends or is overwritten instead of scanning the whole buffer at every gradient step.
         self._valid_indices: np.ndarray | None = None
+        self.episode_priority = episode_priority
+        self.energy_clip = float(energy_clip)
+        self.energy_dt = None if energy_dt is None else float(energy_dt)
+        if episode_priority is not None:
+            # Sampling weight of each stored transition: its episode's priority divided by the episode's length, so
+            # that drawing transitions by weight draws episodes by priority and then a step uniformly.
+            self.transition_priority = np.zeros((self.buffer_size, self.n_envs), dtype=np.float64)
+            if env is not None:
+                self._resolve_energy_dt()
+        # Cumulative weights over `valid_indices()`, rebuilt with them.
+        self._priority_cdf = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # A reward function given by the owner (a closure, a bound method) is set again by the owner after loading.
         state["compute_reward"] = None
         state["_valid_indices"] = None
+        state["_priority_cdf"] = None
         return state
+
+    def _resolve_energy_dt(self) -> float:
+        """
+        :return: The time between two env steps used for the velocities of the trajectory energy
+        """
+        if self.energy_dt is None:
+            if self.env is None:
+                raise RuntimeError("episode_priority='energy' needs the env's dt: give the buffer an env or energy_dt")
+            try:
+                self.energy_dt = float(self.env.get_attr("dt")[0])
+            except AttributeError as error:
+                raise ValueError(
+                    "episode_priority='energy' needs the time between two env steps and the env has no `dt` "
+                    "attribute: pass energy_dt in replay_buffer_kwargs"
+                ) from error
+        return self.energy_dt
 
     def add(  # type: ignore[override]
         self,
@@ -135,6 +187,16 @@ class HindsightReplayBuffer(HerReplayBuffer):
     def _compute_episode_length(self, env_idx: int) -> None:
         super()._compute_episode_length(env_idx)
         self._valid_indices = None
+        if self.episode_priority == "energy":
+            indices = self.last_episode_indices(env_idx)
+            achieved = np.concatenate(
+                (
+                    self.observations["achieved_goal"][indices, env_idx],
+                    self.next_observations["achieved_goal"][indices[-1:], env_idx],
+                )
+            )
+            energy = trajectory_energy(achieved, dt=self._resolve_energy_dt(), clip=self.energy_clip)
+            self.transition_priority[indices, env_idx] = energy / len(indices)
 
     def valid_indices(self) -> np.ndarray:
         """
@@ -142,7 +204,30 @@ class HindsightReplayBuffer(HerReplayBuffer):
         """
         if self._valid_indices is None:
             self._valid_indices = np.flatnonzero(self.ep_length > 0)
+            self._priority_cdf = None
         return self._valid_indices
+
+    def _sample_indices(self, batch_size: int) -> np.ndarray:
+        """
+        :param batch_size: Number of transitions
+        :return: Flat indices of sampled transitions: uniform over ``valid_indices()``, or by episode priority
+        """
+        valid_indices = self.valid_indices()
+        if len(valid_indices) == 0:
+            raise RuntimeError(
+                "Unable to sample before the end of the first episode: choose learning_starts larger than the "
+                "length of an episode"
+            )
+        if self.episode_priority is None:
+            return np.random.choice(valid_indices, size=batch_size, replace=True)
+        if self._priority_cdf is None:
+            self._priority_cdf = np.cumsum(self.transition_priority.ravel()[valid_indices])
+        total = self._priority_cdf[-1]
+        if not total > 0:
+            return np.random.choice(valid_indices, size=batch_size, replace=True)
+        # side="right": a transition of weight 0 (its cumulative weight equals its predecessor's) is never drawn.
+        positions = np.searchsorted(self._priority_cdf, np.random.rand(batch_size) * total, side="right")
+        return valid_indices[np.minimum(positions, len(valid_indices) - 1)]
 
     def _relabelled_rewards(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, infos: Any) -> np.ndarray:
         if self.compute_reward is not None:
@@ -162,13 +247,7 @@ class HindsightReplayBuffer(HerReplayBuffer):
         :param env: VecNormalize wrapper to normalise with, if any
         :return: The samples
         """
-        valid_indices = self.valid_indices()
-        if len(valid_indices) == 0:
-            raise RuntimeError(
-                "Unable to sample before the end of the first episode: choose learning_starts larger than the "
-                "length of an episode"
-            )
-        sampled = np.random.choice(valid_indices, size=batch_size, replace=True)
+        sampled = self._sample_indices(batch_size)
         batch_indices, env_indices = np.unravel_index(sampled, self.ep_length.shape)
         n_virtual = int(self.her_ratio * batch_size)
 
@@ -321,3 +400,27 @@ class HindsightReplayBuffer(HerReplayBuffer):
         """
         indices = self.last_episode_indices(env_idx)
         return self.observations["observation"][indices, env_idx], self.relabel_goals(indices, env_idx)
+
+
+def trajectory_energy(achieved_goals: np.ndarray, dt: float, clip: float, gravity: float = 9.81) -> float:
+    """
+    Trajectory energy of Energy-Based Prioritization (Zhao & Tresp 2018): the object (unit mass) whose position is
+    the achieved goal has, after step ``t``, the energy ``E_t = 1/2 |v_t|^2 + g (z_t - z_0)`` (kinetic, with
+    ``v_t = (x_t - x_{t-1}) / dt``, plus potential relative to its starting height; the potential term only when
+    the goal has a third, vertical, coordinate). The trajectory energy sums the energy *increases*
+    ``E_t - E_{t-1}`` (``E_0 = 0``), each clipped to ``[0, clip]``.
+
+    :param achieved_goals: Achieved goals ``x_0 .. x_T`` of one episode, shape ``(T + 1, goal_dim)``; the first
+        three coordinates (or fewer) are the object's position
+    :param dt: Time between two steps
+    :param clip: Upper clip of each step's energy increase
+    :param gravity: Gravitational acceleration
+    :return: The trajectory energy (>= 0)
+    """
+    positions = np.asarray(achieved_goals, dtype=np.float64)[:, :3]
+    velocities = np.diff(positions, axis=0) / dt
+    energy = 0.5 * np.sum(velocities**2, axis=1)
+    if positions.shape[1] == 3:
+        energy = energy + gravity * (positions[1:, 2] - positions[0, 2])
+    increases = np.diff(energy, prepend=0.0)
+    return float(np.clip(increases, 0.0, clip).sum())
