@@ -135,3 +135,58 @@ def test_her_ddpg_trains_with_energy_priority():
     stored = buffer.transition_priority.ravel()[buffer.valid_indices()]
     # The point moves in every episode, so every stored transition has a positive weight.
     assert len(stored) >= 90 and np.all(stored > 0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_weights_match_the_episodes_in_place_through_wrap_around(seed):
+    """Small buffer, 2 envs, random episode lengths, many overwrites: every sampleable slot's weight is the energy of
+    the episode occupying it divided by that episode's length."""
+    rng = np.random.default_rng(seed)
+    env = DummyVecEnv([make_point_env, make_point_env])
+    buffer = HindsightReplayBuffer(
+        40,
+        env.observation_space,
+        env.action_space,
+        env=env,
+        n_envs=2,
+        episode_priority="energy",
+        energy_dt=1.0,
+        energy_clip=10.0,
+    )
+    running = np.zeros(2, dtype=int)  # current episode lengths, kept below the 20 slots per env
+    for _ in range(200):
+        achieved = rng.normal(size=(2, 2)).astype(np.float32)
+        obs = {
+            "observation": np.zeros((2, 4), dtype=np.float32),
+            "achieved_goal": achieved,
+            "desired_goal": np.zeros((2, 2), dtype=np.float32),
+        }
+        next_obs = {**obs, "achieved_goal": achieved + rng.normal(scale=0.1, size=(2, 2)).astype(np.float32)}
+        running += 1
+        dones = (rng.random(2) < 0.25) | (running >= 15)
+        running[dones] = 0
+        infos = [{"TimeLimit.truncated": bool(done)} for done in dones]
+        buffer.add(obs, next_obs, np.zeros((2, 2), dtype=np.float32), np.full(2, -1.0), dones, infos)
+    valid = buffer.valid_indices()
+    assert len(valid) > 0
+    for flat in valid:
+        pos, env_idx = np.unravel_index(flat, buffer.ep_length.shape)
+        start, length = buffer.ep_start[pos, env_idx], buffer.ep_length[pos, env_idx]
+        indices = (start + np.arange(length)) % buffer.buffer_size
+        achieved = np.concatenate(
+            (
+                buffer.observations["achieved_goal"][indices, env_idx],
+                buffer.next_observations["achieved_goal"][indices[-1:], env_idx],
+            )
+        )
+        expected = trajectory_energy(achieved, dt=1.0, clip=10.0) / length
+        assert buffer.transition_priority[pos, env_idx] == pytest.approx(expected)
+    buffer.sample(8)  # builds the cumulative weights the draws use
+    np.testing.assert_allclose(buffer._priority_cdf, np.cumsum(buffer.transition_priority.ravel()[valid]))
+
+
+def test_env_without_dt_is_refused_when_set_after_an_envless_construction():
+    env = DummyVecEnv([make_point_env])
+    buffer = HindsightReplayBuffer(100, env.observation_space, env.action_space, env=None, episode_priority="energy")
+    with pytest.raises(ValueError, match="pass energy_dt"):
+        buffer.set_env(env)

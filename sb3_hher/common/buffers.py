@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -56,8 +57,10 @@ class HindsightReplayBuffer(HerReplayBuffer):
         https://arxiv.org/abs/1810.01363), episodes drawn in proportion to the *trajectory energy* of their achieved
         goal, then a transition uniformly inside the episode. Meant for envs whose achieved goal is the position of
         an object (Fetch Push, Slide, PickAndPlace): episodes in which the object never moves, most of them early in
-        training, teach nothing about moving it and are not replayed (if no stored episode moved it, sampling
-        stays uniform).
+        training, teach nothing about moving it and are (almost) never replayed: an episode's share of the batches
+        is its share of the total energy, so a buffer with a single moving episode replays only that one (while no
+        episode has any energy, sampling stays uniform). Not used by the demonstration buffer (uniform) nor by
+        HHER's level buffers.
     :param energy_clip: Upper clip of each transition's energy increase (EBP's ``clip_energy``; 0.5 for Fetch)
     :param energy_dt: Time between two env steps, for velocities; ``None`` (default) reads the env's ``dt``
         (0.04 s for Fetch)
@@ -70,6 +73,8 @@ class HindsightReplayBuffer(HerReplayBuffer):
     n_steps: int = 1
     gamma: float = 0.99
     episode_priority: str | None = None
+    energy_clip: float = 0.5
+    energy_dt: float | None = None
     _priority_cdf: np.ndarray | None = None
 
     def __init__(
@@ -95,9 +100,9 @@ class HindsightReplayBuffer(HerReplayBuffer):
         check_goal_observation_space(observation_space)
         if episode_priority not in self.EPISODE_PRIORITIES:
             raise ValueError(f"episode_priority must be one of {self.EPISODE_PRIORITIES}, got {episode_priority!r}")
-        if not energy_clip > 0:
+        if not isinstance(energy_clip, numbers.Real) or not energy_clip > 0:
             raise ValueError(f"energy_clip must be > 0, got {energy_clip!r}")
-        if energy_dt is not None and not energy_dt > 0:
+        if energy_dt is not None and (not isinstance(energy_dt, numbers.Real) or not energy_dt > 0):
             raise ValueError(f"energy_dt must be > 0 (or None for the env's dt), got {energy_dt!r}")
         if not isinstance(n_steps, int | np.integer) or n_steps < 1:
             raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
@@ -162,14 +167,27 @@ class HindsightReplayBuffer(HerReplayBuffer):
         if self.energy_dt is None:
             if self.env is None:
                 raise RuntimeError("episode_priority='energy' needs the env's dt: give the buffer an env or energy_dt")
-            try:
-                self.energy_dt = float(self.env.get_attr("dt")[0])
-            except AttributeError as error:
+            # has_attr first: a failing get_attr kills a SubprocVecEnv worker instead of raising here.
+            if not self.env.has_attr("dt"):
                 raise ValueError(
                     "episode_priority='energy' needs the time between two env steps and the env has no `dt` "
                     "attribute: pass energy_dt in replay_buffer_kwargs"
-                ) from error
+                )
+            self.energy_dt = float(self.env.get_attr("dt")[0])
         return self.energy_dt
+
+    def set_env(self, env: VecEnv) -> None:
+        """
+        Give the buffer its env, also replacing a previous one (SB3's ``HerReplayBuffer`` refuses that; the
+        algorithms' ``set_env`` needs it). With ``episode_priority="energy"`` the env's ``dt`` is read now, so that a
+        missing one is reported here rather than at the end of the first episode; once read it is kept (pickled
+        with the buffer).
+
+        :param env: The training env
+        """
+        self.env = env
+        if self.episode_priority == "energy":
+            self._resolve_energy_dt()
 
     def add(  # type: ignore[override]
         self,
@@ -187,7 +205,9 @@ class HindsightReplayBuffer(HerReplayBuffer):
     def _compute_episode_length(self, env_idx: int) -> None:
         super()._compute_episode_length(env_idx)
         self._valid_indices = None
-        if self.episode_priority == "energy":
+        last = (self.pos - 1) % self.buffer_size
+        if self.episode_priority == "energy" and self.ep_length[last, env_idx] > 0:
+            # (ep_length is 0 for an episode longer than the buffer, which SB3 cannot store: nothing to weigh.)
             indices = self.last_episode_indices(env_idx)
             achieved = np.concatenate(
                 (
@@ -225,7 +245,8 @@ class HindsightReplayBuffer(HerReplayBuffer):
         total = self._priority_cdf[-1]
         if not total > 0:
             return np.random.choice(valid_indices, size=batch_size, replace=True)
-        # side="right": a transition of weight 0 (its cumulative weight equals its predecessor's) is never drawn.
+        # side="right": a transition of weight 0 (its cumulative weight equals its predecessor's) is never drawn; the
+        # clamp only matters if rand * total rounds up to total.
         positions = np.searchsorted(self._priority_cdf, np.random.rand(batch_size) * total, side="right")
         return valid_indices[np.minimum(positions, len(valid_indices) - 1)]
 
@@ -239,9 +260,10 @@ class HindsightReplayBuffer(HerReplayBuffer):
         """
         Sample a batch of which the first ``int(her_ratio * batch_size)`` transitions are relabelled.
 
-        Same distribution as SB3's ``HerReplayBuffer.sample`` (uniform over the transitions of finished episodes,
-        goals drawn by ``_sample_goals``, rewards recomputed for relabelled goals), in a single pass: each array is
-        gathered and converted once instead of separately for real and relabelled parts.
+        With ``episode_priority=None`` the same distribution as SB3's ``HerReplayBuffer.sample`` (uniform over the
+        transitions of finished episodes, goals drawn by ``_sample_goals``, rewards recomputed for relabelled goals);
+        otherwise transitions are drawn by episode priority (see ``episode_priority``). In a single pass: each array
+        is gathered and converted once instead of separately for real and relabelled parts.
 
         :param batch_size: Number of transitions
         :param env: VecNormalize wrapper to normalise with, if any

@@ -384,7 +384,7 @@ class BaselinesHerMixin:
         super().set_env(env, force_reset=force_reset)  # type: ignore[misc]
         if self.replay_buffer is not None:
             # The relabelling buffer recomputes rewards with the env's compute_reward: use the new env from now on.
-            self.replay_buffer.env = self.env
+            self.replay_buffer.set_env(self.env)  # type: ignore[arg-type]
         if self.demo_file is not None:
             if self.demo_buffer is None:
                 # Loaded without an env: the demonstrations (checked against the env) could not be loaded then. The
