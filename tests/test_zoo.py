@@ -450,3 +450,44 @@ def test_zoo_algorithms_after_register(algo: str, env_id: str, config: str, tmp_
     output = run_zoo(["train", "--algo", algo, "--env", env_id, *flags], tmp_path)
     assert config in output
     assert (tmp_path / "logs" / algo / f"{env_id}_1" / f"{env_id}.zip").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Demonstrations config (hyperparams/her_ddpg_demos.yml, read with -conf)
+
+DEMOS_CONFIG = REPOSITORY_HYPERPARAMS / "her_ddpg_demos.yml"
+
+
+def test_demos_config_is_the_benchmarked_one() -> None:
+    with open(DEMOS_CONFIG) as file:
+        entry = yaml.safe_load(file)["FetchPickAndPlace-v4"]
+    with open(REPOSITORY_HYPERPARAMS.parent / "docs" / "benchmarks" / "fetchpickandplace-v4-demos" / "config.json") as file:
+        benchmark = json.load(file)
+    expected = {**get_preset(benchmark["preset"]), **benchmark["overrides"]}
+    ours = {key: value for key, value in entry.items() if key not in ZOO_ONLY_KEYS}
+    assert eval(ours.pop("policy_kwargs")) == {"net_arch": [256, 256, 256]}
+    # The demo file lives where zoo runs (the benchmark's copy sits next to its results).
+    assert ours.pop("demo_file") == "demos/FetchPickAndPlace-v4.npz"
+    expected.pop("demo_file")
+    assert ours == expected
+
+
+def test_zoo_train_with_demonstrations(tmp_path: Path) -> None:
+    demos = tmp_path / "demos" / "FetchPickAndPlace-v4.npz"
+    command = ["generate", "--env", "FetchPickAndPlace-v4", "--n-episodes", "2", "--out", str(demos)]
+    generate = subprocess.run(
+        [sys.executable, "-m", "sb3_hher.demos", *command],
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert generate.returncode == 0, generate.stderr[-4000:]
+    flags = ["--env", "FetchPickAndPlace-v4", "--num-threads", "1", "-f", "logs", "--seed", "0", "-n", "200"]
+    flags += ["-conf", str(DEMOS_CONFIG), "--eval-freq", "-1", *TINY_PARAMS, "learning_starts:60", "demo_batch_size:8"]
+    output = run_zoo(["train", "--algo", "her_ddpg", *flags], tmp_path)
+    assert f"Loading hyperparameters from: {DEMOS_CONFIG}" in output
+    run_dir = tmp_path / "logs" / "her_ddpg" / "FetchPickAndPlace-v4_1"
+    model = zoo_algorithms()["her_ddpg"].load(run_dir / "FetchPickAndPlace-v4.zip")
+    assert model.bc_loss and model.q_filter and model.demo_batch_size == 8
+    assert model.demo_file == "demos/FetchPickAndPlace-v4.npz"

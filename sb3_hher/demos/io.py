@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -244,7 +245,7 @@ def save_demonstrations(
     """
     Write demonstrations to an ``.npz`` file.
 
-    :param path: Output file (written as given: add the ``.npz`` suffix yourself)
+    :param path: Output file (written as given: add the ``.npz`` suffix yourself; missing folders are created)
     :param demos: The demonstrations
     :param env_id: The env they were recorded in; default ``demos.env_id``
     :param format: ``"sb3_hher"`` (our format, see the module docstring) or ``"baselines"`` (the layout of
@@ -253,6 +254,7 @@ def save_demonstrations(
     env_id = demos.env_id if env_id is None else env_id
     if format not in FORMATS:
         raise ValueError(f"Unknown demonstration format {format!r}, expected one of {FORMATS}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as file:  # a file object: np.savez would append ".npz" to a name without it
         if format == "sb3_hher":
             if env_id is None:
