@@ -376,10 +376,20 @@ def test_tensorboard_logging(algo, tmp_path):
         "train/normalizer/goal_std_mean",
         "rollout/success_rate",
         "rollout/ep_rew_mean",
+        "rollout/achieved_goal_move",
     }
     assert expected <= tags, expected - tags
     q_means = [event.value for event in accumulator.Scalars("train/q_mean")]
     assert all(np.isfinite(q_means))
+    # The point is the achieved goal: its moves over the last episodes, recomputed from the buffer.
+    buffer = model.replay_buffer
+    ends = np.flatnonzero(buffer.dones[: buffer.pos, 0])
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    moves = np.linalg.norm(
+        buffer.next_observations["achieved_goal"][ends, 0] - buffer.observations["achieved_goal"][starts, 0], axis=1
+    )
+    assert list(model._achieved_goal_moves) == pytest.approx(list(moves[-len(model._achieved_goal_moves) :]))
+    assert accumulator.Scalars("rollout/achieved_goal_move")[-1].value == pytest.approx(np.mean(model._achieved_goal_moves))
 
 
 # --- FetchReach smoke test ----------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -439,10 +440,32 @@ class BaselinesHerMixin:
             # Baselines DDPG.store_episode: update o_stats/g_stats with the episode's relabelled transitions.
             observations, goals = replay_buffer.episode_for_normalizer(env_idx)
             self.policy.normalizer.update(observations, goals)
+            self._record_achieved_goal_move(replay_buffer, env_idx)
         for env_idx, message in next_episode_problems.items():
             # The episode that just ended was finite; the one starting from a non-finite observation is skipped.
             warnings.warn(f"{message}: the episode of env {env_idx} starting there is not learned from", stacklevel=2)
             self._discarded_envs.add(env_idx)
+
+    def _record_achieved_goal_move(self, replay_buffer: HindsightReplayBuffer, env_idx: int) -> None:
+        """
+        Remember how far the achieved goal moved over the episode of env ``env_idx`` that just ended (for Fetch
+        Push/Slide/PickAndPlace: whether the agent moved the object at all, the first thing those tasks must learn).
+        """
+        indices = replay_buffer.last_episode_indices(env_idx)
+        start = replay_buffer.observations["achieved_goal"][indices[0], env_idx]
+        end = replay_buffer.next_observations["achieved_goal"][indices[-1], env_idx]
+        moves = getattr(self, "_achieved_goal_moves", None)
+        if moves is None:  # created here: models saved before this statistic existed load without it
+            moves = self._achieved_goal_moves = deque(maxlen=getattr(self, "_stats_window_size", 100))
+        moves.append(float(np.linalg.norm(end - start)))
+
+    def dump_logs(self) -> None:
+        """SB3's logs, plus ``rollout/achieved_goal_move``: mean distance between the achieved goals at the start and
+        the end of the recent training episodes."""
+        moves = getattr(self, "_achieved_goal_moves", None)
+        if moves:
+            self.logger.record("rollout/achieved_goal_move", float(np.mean(moves)))
+        super().dump_logs()  # type: ignore[misc]
 
     def _setup_learn(
         self,
