@@ -76,6 +76,8 @@ class HindsightReplayBuffer(HerReplayBuffer):
     energy_clip: float = 0.5
     energy_dt: float | None = None
     _priority_cdf: np.ndarray | None = None
+    transition_priority: np.ndarray
+    compute_reward: RewardFn | None
 
     def __init__(
         self,

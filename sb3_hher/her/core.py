@@ -454,9 +454,10 @@ class BaselinesHerMixin:
         indices = replay_buffer.last_episode_indices(env_idx)
         start = replay_buffer.observations["achieved_goal"][indices[0], env_idx]
         end = replay_buffer.next_observations["achieved_goal"][indices[-1], env_idx]
-        moves = getattr(self, "_achieved_goal_moves", None)
+        moves: deque[float] | None = getattr(self, "_achieved_goal_moves", None)
         if moves is None:  # created here: models saved before this statistic existed load without it
-            moves = self._achieved_goal_moves = deque(maxlen=getattr(self, "_stats_window_size", 100))
+            moves = deque(maxlen=getattr(self, "_stats_window_size", 100))
+            self._achieved_goal_moves = moves
         moves.append(float(np.linalg.norm(end - start)))
 
     def dump_logs(self) -> None:
