@@ -190,3 +190,23 @@ def test_env_without_dt_is_refused_when_set_after_an_envless_construction():
     buffer = HindsightReplayBuffer(100, env.observation_space, env.action_space, env=None, episode_priority="energy")
     with pytest.raises(ValueError, match="pass energy_dt"):
         buffer.set_env(env)
+
+
+def test_object_moves_example_reads_a_saved_buffer(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "object_moves.py"
+    spec = importlib.util.spec_from_file_location("object_moves", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    buffer, _ = _energy_buffer(energy_dt=1.0)
+    moving = np.zeros((11, 2))
+    moving[6:, 1] = 0.03  # moves 3 cm at step 6, then stays
+    _store_episode(buffer, np.zeros((11, 2)), 0.0)
+    _store_episode(buffer, moving, 1.0)
+    path = tmp_path / "replay_buffer.pkl"
+    path.write_bytes(pickle.dumps(buffer))
+    np.testing.assert_allclose(module.object_moves(str(path)), [0.0, 0.03], atol=1e-7)
