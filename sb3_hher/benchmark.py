@@ -110,7 +110,8 @@ def _make_model(spec: JobSpec, env: Any) -> Any:
 
     cls, is_ours = _algorithm_classes()[spec.algo]
     # Presets are flat-agent settings; HHER takes its own defaults plus the command's overrides.
-    kwargs = {**({} if spec.algo == "hher" else get_preset(spec.preset)), **spec.overrides}
+    overrides = {key: _schedule_or_value(value) for key, value in spec.overrides.items()}
+    kwargs = {**({} if spec.algo == "hher" else get_preset(spec.preset)), **overrides}
     kwargs.setdefault("buffer_size", max(spec.total_timesteps, 1000))
     if not is_ours:
         goal_spec = check_goal_env(env)
@@ -316,6 +317,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--out", default="benchmark-results")
     return parser.parse_args(argv)
+
+
+def _schedule_or_value(value: Any) -> Any:
+    """
+    ``--set`` values are python literals, kept as text otherwise (so that ``config.json`` stores them); the text
+    ``LinearSchedule(start, end, end_fraction)`` becomes SB3's schedule, e.g. ``random_eps=LinearSchedule(1.0,0.3,0.3)``.
+
+    :param value: A parsed override
+    :return: The value to pass to the algorithm
+    """
+    if isinstance(value, str):
+        text = value.replace(" ", "")
+        if text.startswith("LinearSchedule(") and text.endswith(")"):
+            import ast
+
+            from stable_baselines3.common.utils import LinearSchedule
+
+            return LinearSchedule(*ast.literal_eval(f"({text[len('LinearSchedule(') : -1]},)"))
+    return value
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:

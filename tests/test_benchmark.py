@@ -62,3 +62,13 @@ def test_evaluations_rounded_to_whole_episodes_for_exact_checkpoints(tmp_path: P
     assert [int(row["timesteps"]) for row in rows(out / "runs" / "her_ddpg_seed0.csv")] == [0, 150, 250]
     with open(out / "checkpoints" / "her_ddpg_seed0" / "state.pkl", "rb") as file:
         assert pickle.load(file)["env_states"] is not None
+
+
+def test_linear_schedule_overrides():
+    from sb3_hher.benchmark import _parse_overrides, _schedule_or_value
+
+    overrides = _parse_overrides(["random_eps=LinearSchedule(1.0, 0.3, 0.5)", "tau=0.01"])
+    assert overrides == {"random_eps": "LinearSchedule(1.0, 0.3, 0.5)", "tau": 0.01}  # as config.json stores them
+    schedule = _schedule_or_value(overrides["random_eps"])
+    assert schedule(1.0) == 1.0 and schedule(0.5) == pytest.approx(0.3) and schedule(0.0) == pytest.approx(0.3)
+    assert _schedule_or_value("auto") == "auto"

@@ -457,3 +457,28 @@ def test_critic_layer_norm(algo, tmp_path):
     assert loaded.policy.critic_layer_norm
     for p, q in zip(model.critic.parameters(), loaded.critic.parameters(), strict=True):
         assert th.equal(p, q)
+
+
+# --- random_eps schedules -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_random_eps_schedule(algo, tmp_path):
+    from stable_baselines3.common.utils import LinearSchedule
+
+    model = make_model(algo, random_eps=LinearSchedule(1.0, 0.0, 0.5), noise_eps=0.0, learning_starts=0)
+    assert model.random_eps_at(1.0) == 1.0 and model.random_eps_at(0.5) == 0.0
+    model.learn(40)  # the schedule reached 0 at half of learn: the last actions are the greedy policy's
+    model._current_progress_remaining = 1.0
+    model._last_obs = model.env.reset()
+    greedy, _ = model.predict(model._last_obs, deterministic=True)
+    np.random.seed(0)
+    actions = np.array([model._sample_action(0, None, 1)[0][0] for _ in range(20)])
+    assert not np.any(np.all(np.isclose(actions, greedy[0]), axis=1))  # random_eps 1: uniform actions only
+    model._current_progress_remaining = 0.0
+    assert all(np.allclose(model._sample_action(0, None, 1)[0], greedy) for _ in range(5))
+    model.save(tmp_path / "model.zip")
+    loaded = algo.load(tmp_path / "model.zip", env=make_point_env())
+    assert loaded.random_eps_at(1.0) == 1.0 and loaded.random_eps_at(0.25) == 0.0
+    with pytest.raises(ValueError, match="random_eps is a probability"):
+        make_model(algo, random_eps=LinearSchedule(1.5, 0.3, 0.5))

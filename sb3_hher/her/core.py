@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -114,7 +115,7 @@ class BaselinesHerMixin:
         action_l2: float,
         clip_return: float | str | None,
         clip_positive_returns: bool,
-        random_eps: float,
+        random_eps: float | Callable[[float], float],
         noise_eps: float,
         n_sampled_goal: int,
         goal_selection_strategy: str,
@@ -135,8 +136,10 @@ class BaselinesHerMixin:
             raise ValueError(f"target_update_interval must be an integer >= 1, got {target_update_interval!r}")
         if action_l2 < 0:
             raise ValueError(f"action_l2 must be >= 0, got {action_l2}")
-        if not 0.0 <= random_eps <= 1.0:
-            raise ValueError(f"random_eps is a probability, got {random_eps}")
+        for progress in (1.0, 0.0) if callable(random_eps) else (None,):
+            value = random_eps(progress) if callable(random_eps) else random_eps
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"random_eps is a probability (or a schedule of probabilities), got {value}")
         if noise_eps < 0:
             raise ValueError(f"noise_eps must be >= 0, got {noise_eps}")
         if not (clip_return is None or clip_return == AUTO or (isinstance(clip_return, float | int) and clip_return > 0)):
@@ -167,7 +170,8 @@ class BaselinesHerMixin:
         self.action_l2 = float(action_l2)
         self.clip_return = clip_return
         self.clip_positive_returns = clip_positive_returns
-        self.random_eps = float(random_eps)
+        # A float, or an SB3 schedule of the remaining progress (1 -> 0), e.g. LinearSchedule(1.0, 0.3, 0.2).
+        self.random_eps: float | Callable[[float], float] = random_eps if callable(random_eps) else float(random_eps)
         self.noise_eps = float(noise_eps)
         self.n_sampled_goal = int(n_sampled_goal)
         self.goal_selection_strategy = goal_selection_strategy
@@ -398,9 +402,10 @@ class BaselinesHerMixin:
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
     ) -> tuple[np.ndarray, np.ndarray]:
         action, buffer_action = super()._sample_action(learning_starts, action_noise, n_envs)  # type: ignore[misc]
-        if self.random_eps > 0 and self.num_timesteps >= learning_starts:
+        random_eps = self.random_eps_at(self._current_progress_remaining)  # type: ignore[attr-defined]
+        if random_eps > 0 and self.num_timesteps >= learning_starts:
             # Baselines rollout: with probability random_eps, replace the (noisy) action by a uniform one.
-            random_mask = np.random.rand(n_envs) < self.random_eps
+            random_mask = np.random.rand(n_envs) < random_eps
             if random_mask.any():
                 buffer_action = buffer_action.copy()
                 n_random = int(random_mask.sum())
@@ -460,12 +465,21 @@ class BaselinesHerMixin:
             self._achieved_goal_moves = moves
         moves.append(float(np.linalg.norm(end - start)))
 
+    def random_eps_at(self, progress_remaining: float) -> float:
+        """
+        :param progress_remaining: SB3's remaining progress of ``learn`` (1 at the start, 0 at the end)
+        :return: The probability of a uniformly random action at that point (``random_eps``, or its schedule's value)
+        """
+        return float(self.random_eps(progress_remaining)) if callable(self.random_eps) else self.random_eps
+
     def dump_logs(self) -> None:
-        """SB3's logs, plus ``rollout/achieved_goal_move``: mean distance between the achieved goals at the start and
-        the end of the recent training episodes."""
+        """SB3's logs, plus ``rollout/achieved_goal_move`` (mean distance between the achieved goals at the start and
+        the end of the recent training episodes) and, when it is scheduled, ``rollout/random_eps``."""
         moves = getattr(self, "_achieved_goal_moves", None)
         if moves:
             self.logger.record("rollout/achieved_goal_move", float(np.mean(moves)))
+        if callable(self.random_eps):
+            self.logger.record("rollout/random_eps", self.random_eps_at(self._current_progress_remaining))  # type: ignore[attr-defined]
         super().dump_logs()  # type: ignore[misc]
 
     def _setup_learn(

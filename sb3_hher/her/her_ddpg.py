@@ -54,7 +54,9 @@ class HerDDPG(BaselinesHerMixin, DDPG):
         ``clip_positive_returns=False``), or ``None`` for no clipping
     :param clip_positive_returns: With a numeric ``clip_return``, clip targets above at 0 (baselines
         ``clip_pos_returns``)
-    :param random_eps: Probability of a uniformly random action while collecting (baselines ``random_eps``)
+    :param random_eps: Probability of a uniformly random action while collecting (baselines ``random_eps``), or
+        an SB3 schedule of it over the remaining progress, e.g. ``LinearSchedule(1.0, 0.3, 0.3)`` from
+        ``stable_baselines3.common.utils`` (uniform actions at first, 0.3 after 30 % of ``total_timesteps``)
     :param noise_eps: Std of the Gaussian exploration noise, as a fraction of the action range (baselines
         ``noise_eps``); used when ``action_noise`` is None
     :param n_sampled_goal: Relabelled transitions per real one (baselines ``replay_k``)
@@ -103,7 +105,7 @@ class HerDDPG(BaselinesHerMixin, DDPG):
         action_l2: float = 1.0,
         clip_return: float | str | None = AUTO,
         clip_positive_returns: bool = True,
-        random_eps: float = 0.3,
+        random_eps: float | Schedule = 0.3,
         noise_eps: float = 0.2,
         n_sampled_goal: int = 4,
         goal_selection_strategy: str = "future",

@@ -648,7 +648,7 @@ class HHER(OffPolicyAlgorithm):
             return np.random.uniform(-1.0, 1.0, size=(n_envs, dim)).astype(np.float32)
         greedy_actions = self.policy.level_actions(level, level_observation)
         noisy = np.clip(greedy_actions + learner.noise_eps * np.random.randn(n_envs, dim), -1.0, 1.0)
-        random_rows = np.random.rand(n_envs) < learner.random_eps
+        random_rows = np.random.rand(n_envs) < learner.random_eps_at(self._current_progress_remaining)
         noisy[random_rows] = np.random.uniform(-1.0, 1.0, size=(int(random_rows.sum()), dim))
         # A level whose goal is being tested acts greedily (HAC: no noise below a test subgoal).
         greedy = self._rollout.greedy[level, envs]
