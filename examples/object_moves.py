@@ -22,12 +22,14 @@ def object_moves(buffer_path: str, env_idx: int = 0) -> np.ndarray:
     """
     :param buffer_path: A pickled ``HindsightReplayBuffer`` (or SB3 ``HerReplayBuffer``)
     :param env_idx: Which env's episodes to read
-    :return: For each finished episode, in storage order, the largest distance of the achieved goal from its start
+    :return: For each finished episode, oldest first, the largest distance of the achieved goal from its start (the
+        logged ``rollout/achieved_goal_move`` is the mean start-to-end distance instead)
     """
     with open(buffer_path, "rb") as file:
         buffer = pickle.load(file)
-    size = buffer.buffer_size if buffer.full else buffer.pos
-    ends = [pos for pos in range(size) if buffer.ep_length[pos, env_idx] > 0 and buffer.dones[pos, env_idx]]
+    # Storage order from the oldest slot: after the buffer has wrapped, the oldest transitions start at `pos`.
+    order = np.roll(np.arange(buffer.buffer_size), -buffer.pos) if buffer.full else np.arange(buffer.pos)
+    ends = [pos for pos in order if buffer.ep_length[pos, env_idx] > 0 and buffer.dones[pos, env_idx]]
     moves = []
     for end in ends:
         start, length = int(buffer.ep_start[end, env_idx]), int(buffer.ep_length[end, env_idx])
@@ -44,8 +46,9 @@ def main() -> None:
     parser.add_argument("buffer", help="replay_buffer.pkl")
     parser.add_argument("--block", type=int, default=100, help="episodes per block")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.01, 0.05], help="metres")
+    parser.add_argument("--env-idx", type=int, default=0, help="which env's episodes (buffers of several envs)")
     args = parser.parse_args()
-    moves = object_moves(args.buffer)
+    moves = object_moves(args.buffer, env_idx=args.env_idx)
     print(f"{len(moves)} episodes")
     for threshold in args.thresholds:
         moved = moves > threshold

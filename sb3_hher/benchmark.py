@@ -192,7 +192,7 @@ def run_job(spec: JobSpec) -> str:
         chunk = min(spec.eval_freq, spec.total_timesteps - model.num_timesteps)
         chunk = -(-(model.num_timesteps + chunk) // round_to) * round_to - model.num_timesteps
         start_steps, start = model.num_timesteps, time.perf_counter()
-        model.learn(chunk, reset_num_timesteps=False)
+        model.learn(chunk, reset_num_timesteps=False, callback=_whole_run_progress(spec.total_timesteps))
         elapsed = time.perf_counter() - start
         train_time += elapsed
         success, reward = evaluate_success(model, eval_env, spec.n_eval_episodes)
@@ -217,6 +217,28 @@ def run_job(spec: JobSpec) -> str:
     env.close()
     eval_env.close()
     return str(csv_path)
+
+
+def _whole_run_progress(total_timesteps: int) -> Any:
+    """
+    A callback that makes SB3's remaining progress (which drives ``learning_rate`` and ``random_eps`` schedules) run
+    over the whole benchmark budget: each ``learn(chunk, reset_num_timesteps=False)`` would otherwise restart it
+    for its chunk alone.
+
+    :param total_timesteps: The run's budget
+    :return: The callback
+    """
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class WholeRunProgress(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.model._total_timesteps = total_timesteps
+            self.model._update_current_progress_remaining(self.model.num_timesteps, total_timesteps)
+
+        def _on_step(self) -> bool:
+            return True
+
+    return WholeRunProgress()
 
 
 def _write_csv(path: Path, rows: list[list[Any]]) -> None:

@@ -72,3 +72,18 @@ def test_linear_schedule_overrides():
     schedule = _schedule_or_value(overrides["random_eps"])
     assert schedule(1.0) == 1.0 and schedule(0.5) == pytest.approx(0.3) and schedule(0.0) == pytest.approx(0.3)
     assert _schedule_or_value("auto") == "auto"
+
+
+def test_schedules_follow_the_whole_budget_across_chunks():
+    """The runner learns in chunks (one per evaluation); SB3's remaining progress must still run over the budget."""
+    from conftest import SMALL_KWARGS, make_point_env
+    from stable_baselines3.common.utils import LinearSchedule
+
+    from sb3_hher import HerDDPG
+
+    model = HerDDPG("MultiInputPolicy", make_point_env(), random_eps=LinearSchedule(1.0, 0.0, 1.0), seed=0, **SMALL_KWARGS)
+    for chunk in range(1, 4):
+        model.learn(20, reset_num_timesteps=False, callback=benchmark._whole_run_progress(80))
+        assert model.num_timesteps == 20 * chunk
+        assert model._current_progress_remaining == pytest.approx(1.0 - 20 * chunk / 80, abs=0.02)
+        assert model.random_eps_at(model._current_progress_remaining) == pytest.approx(1.0 - 20 * chunk / 80, abs=0.02)

@@ -492,6 +492,8 @@ class BaselinesHerMixin:
     ) -> tuple[int, Any]:
         if reset_num_timesteps or self._last_obs is None:  # type: ignore[attr-defined]
             self._discarded_envs.clear()  # the env is reset: no episode is being skipped
+        if reset_num_timesteps and getattr(self, "_achieved_goal_moves", None) is not None:
+            self._achieved_goal_moves.clear()  # as SB3 clears its episode statistics
         return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)  # type: ignore[misc]
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:

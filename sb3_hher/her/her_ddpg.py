@@ -56,7 +56,9 @@ class HerDDPG(BaselinesHerMixin, DDPG):
         ``clip_pos_returns``)
     :param random_eps: Probability of a uniformly random action while collecting (baselines ``random_eps``), or
         an SB3 schedule of it over the remaining progress, e.g. ``LinearSchedule(1.0, 0.3, 0.3)`` from
-        ``stable_baselines3.common.utils`` (uniform actions at first, 0.3 after 30 % of ``total_timesteps``)
+        ``stable_baselines3.common.utils`` (uniform actions at first, 0.3 after 30 % of ``total_timesteps``).
+        As SB3's learning-rate schedules, it follows the progress of one ``learn`` call (the benchmark runner
+        makes it follow the whole budget across its chunks)
     :param noise_eps: Std of the Gaussian exploration noise, as a fraction of the action range (baselines
         ``noise_eps``); used when ``action_noise`` is None
     :param n_sampled_goal: Relabelled transitions per real one (baselines ``replay_k``)
