@@ -20,7 +20,7 @@ import numpy as np
 
 def object_moves(buffer_path: str, env_idx: int = 0) -> np.ndarray:
     """
-    :param buffer_path: A pickled ``HindsightReplayBuffer`` (or SB3 ``HerReplayBuffer``)
+    :param buffer_path: A pickled ``HindsightReplayBuffer``
     :param env_idx: Which env's episodes to read
     :return: For each finished episode, oldest first, the largest distance of the achieved goal from its start (the
         logged ``rollout/achieved_goal_move`` is the mean start-to-end distance instead)
@@ -33,10 +33,7 @@ def object_moves(buffer_path: str, env_idx: int = 0) -> np.ndarray:
     moves = []
     for end in ends:
         start, length = int(buffer.ep_start[end, env_idx]), int(buffer.ep_length[end, env_idx])
-        indices = (start + np.arange(length)) % buffer.buffer_size
-        achieved = np.concatenate(
-            (buffer.observations["achieved_goal"][indices, env_idx], buffer.next_observations["achieved_goal"][[end], env_idx])
-        )
+        achieved = buffer.episode_achieved_goals((start + np.arange(length)) % buffer.buffer_size, env_idx)
         moves.append(float(np.linalg.norm(achieved - achieved[0], axis=1).max()))
     return np.asarray(moves)
 

@@ -211,12 +211,7 @@ class HindsightReplayBuffer(HerReplayBuffer):
         if self.episode_priority == "energy" and self.ep_length[last, env_idx] > 0:
             # (ep_length is 0 for an episode longer than the buffer, which SB3 cannot store: nothing to weigh.)
             indices = self.last_episode_indices(env_idx)
-            achieved = np.concatenate(
-                (
-                    self.observations["achieved_goal"][indices, env_idx],
-                    self.next_observations["achieved_goal"][indices[-1:], env_idx],
-                )
-            )
+            achieved = self.episode_achieved_goals(indices, env_idx)
             energy = trajectory_energy(achieved, dt=self._resolve_energy_dt(), clip=self.energy_clip)
             self.transition_priority[indices, env_idx] = energy / len(indices)
 
@@ -397,6 +392,20 @@ class HindsightReplayBuffer(HerReplayBuffer):
         """
         self.ep_length[self.last_episode_indices(env_idx), env_idx] = 0
         self._valid_indices = None
+
+    def episode_achieved_goals(self, episode_indices: np.ndarray, env_idx: int) -> np.ndarray:
+        """
+        :param episode_indices: Indices of one whole episode, in time order (``last_episode_indices``)
+        :param env_idx: Index of the env
+        :return: The achieved goals ``x_0 .. x_T`` of the episode (its observations', then the last next
+            observation's), shape ``(T + 1, goal_dim)``
+        """
+        return np.concatenate(
+            (
+                self.observations["achieved_goal"][episode_indices, env_idx],
+                self.next_observations["achieved_goal"][episode_indices[-1:], env_idx],
+            )
+        )
 
     def relabel_goals(self, episode_indices: np.ndarray, env_idx: int) -> np.ndarray:
         """

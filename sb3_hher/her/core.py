@@ -136,8 +136,8 @@ class BaselinesHerMixin:
             raise ValueError(f"target_update_interval must be an integer >= 1, got {target_update_interval!r}")
         if action_l2 < 0:
             raise ValueError(f"action_l2 must be >= 0, got {action_l2}")
-        for progress in (1.0, 0.0) if callable(random_eps) else (None,):
-            value = random_eps(progress) if callable(random_eps) else random_eps
+        # A schedule is checked at both ends of learning (LinearSchedule is monotonic).
+        for value in (random_eps(1.0), random_eps(0.0)) if callable(random_eps) else (random_eps,):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"random_eps is a probability (or a schedule of probabilities), got {value}")
         if noise_eps < 0:
@@ -456,14 +456,12 @@ class BaselinesHerMixin:
         Remember how far the achieved goal moved over the episode of env ``env_idx`` that just ended (for Fetch
         Push/Slide/PickAndPlace: whether the agent moved the object at all, the first thing those tasks must learn).
         """
-        indices = replay_buffer.last_episode_indices(env_idx)
-        start = replay_buffer.observations["achieved_goal"][indices[0], env_idx]
-        end = replay_buffer.next_observations["achieved_goal"][indices[-1], env_idx]
+        achieved = replay_buffer.episode_achieved_goals(replay_buffer.last_episode_indices(env_idx), env_idx)
         moves: deque[float] | None = getattr(self, "_achieved_goal_moves", None)
         if moves is None:  # created here: models saved before this statistic existed load without it
             moves = deque(maxlen=getattr(self, "_stats_window_size", 100))
             self._achieved_goal_moves = moves
-        moves.append(float(np.linalg.norm(end - start)))
+        moves.append(float(np.linalg.norm(achieved[-1] - achieved[0])))
 
     def random_eps_at(self, progress_remaining: float) -> float:
         """
