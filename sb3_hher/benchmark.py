@@ -57,16 +57,19 @@ class JobSpec:
 
 def _algorithm_classes() -> dict[str, tuple[type, bool]]:
     """Benchmark names -> (class, is sb3-hher)."""
+    from sb3_contrib import TQC
     from stable_baselines3 import DDPG, TD3
 
-    from sb3_hher import HHER, HerDDPG, HerTD3
+    from sb3_hher import HHER, HerDDPG, HerTD3, HerTQC
 
     return {
         "her_ddpg": (HerDDPG, True),
         "her_td3": (HerTD3, True),
+        "her_tqc": (HerTQC, True),
         "hher": (HHER, True),
         "ddpg": (DDPG, False),
         "td3": (TD3, False),
+        "tqc": (TQC, False),
     }
 
 
@@ -106,7 +109,7 @@ def evaluate_success(model: Any, env: Any, n_episodes: int) -> tuple[float, floa
 
 def _make_model(spec: JobSpec, env: Any) -> Any:
     from sb3_hher.common.goal_env import check_goal_env
-    from sb3_hher.her.presets import get_preset, vanilla_kwargs
+    from sb3_hher.her.presets import get_preset, vanilla_kwargs, vanilla_tqc_kwargs
 
     cls, is_ours = _algorithm_classes()[spec.algo]
     # Presets are flat-agent settings; HHER takes its own defaults plus the command's overrides.
@@ -115,7 +118,10 @@ def _make_model(spec: JobSpec, env: Any) -> Any:
     kwargs.setdefault("buffer_size", max(spec.total_timesteps, 1000))
     if not is_ours:
         goal_spec = check_goal_env(env)
-        kwargs = vanilla_kwargs(kwargs, int(np.prod(env.action_space.shape)), goal_spec.max_episode_steps)
+        if spec.algo == "tqc":
+            kwargs = vanilla_tqc_kwargs(kwargs, goal_spec.max_episode_steps)
+        else:
+            kwargs = vanilla_kwargs(kwargs, int(np.prod(env.action_space.shape)), goal_spec.max_episode_steps)
     return cls("MultiInputPolicy", env, seed=spec.seed, verbose=0, **kwargs)
 
 

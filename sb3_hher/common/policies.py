@@ -10,6 +10,7 @@ from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.td3.policies import TD3Policy
+from sb3_contrib.tqc.policies import TQCPolicy
 from torch import nn
 
 from sb3_hher.common.goal_env import check_goal_observation_space
@@ -167,3 +168,80 @@ class GoalPolicy(TD3Policy):
 
 
 MultiInputPolicy = GoalPolicy
+
+
+class GoalTQCPolicy(TQCPolicy):
+    """
+    Goal-conditioned policy for ``HerTQC``: sb3-contrib's ``TQCPolicy`` (squashed-Gaussian actor, distributional
+    critics) whose networks all read their input through one running normaliser of observation and goal
+    (``self.normalizer``), exactly as ``GoalPolicy`` does for DDPG/TD3. The normaliser's statistics are buffers of the
+    policy: saved, loaded and used by ``predict`` like the weights.
+
+    :param observation_space: Dict observation space of a goal-conditioned env
+    :param action_space: Action space
+    :param lr_schedule: Learning rate schedule
+    :param net_arch: Hidden layers of actor and critics (default 3 x 256)
+    :param activation_fn: Activation function
+    :param clip_obs: Raw observations and goals are clipped to ``+-clip_obs`` (baselines ``clip_obs``)
+    :param norm_eps: Minimum standard deviation of the normaliser (baselines ``norm_eps``)
+    :param norm_clip: Normalised inputs are clipped to ``+-norm_clip`` (baselines ``norm_clip``)
+    :param n_quantiles: Quantiles per critic (TQC's M)
+    :param n_critics: Number of critics (TQC's N)
+    :param kwargs: Further ``TQCPolicy`` keyword arguments (``use_sde``, ``log_std_init``, ``optimizer_kwargs``, ...)
+    """
+
+    normalizer: GoalObsNormalizer
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        clip_obs: float = 200.0,
+        norm_eps: float = 0.01,
+        norm_clip: float = 5.0,
+        features_extractor_class: type[BaseFeaturesExtractor] = NormalizedGoalExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = False,
+        n_quantiles: int = 25,
+        n_critics: int = 2,
+        share_features_extractor: bool = False,
+        **kwargs: Any,
+    ):
+        self._normalizer_args = (clip_obs, norm_eps, norm_clip)
+        if net_arch is None:
+            net_arch = [256, 256, 256]
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=net_arch,
+            activation_fn=activation_fn,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=features_extractor_kwargs,
+            normalize_images=normalize_images,
+            n_quantiles=n_quantiles,
+            n_critics=n_critics,
+            share_features_extractor=share_features_extractor,
+            **kwargs,
+        )
+
+    clip_obs = GoalPolicy.clip_obs
+    norm_eps = GoalPolicy.norm_eps
+    norm_clip = GoalPolicy.norm_clip
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        obs_dim, goal_dim = check_goal_observation_space(self.observation_space)
+        self.normalizer = GoalObsNormalizer(
+            obs_dim, goal_dim, eps=self.norm_eps, clip_range=self.norm_clip, clip_obs=self.clip_obs
+        )
+        super()._build(lr_schedule)
+
+    make_features_extractor = GoalPolicy.make_features_extractor
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(clip_obs=self.clip_obs, norm_eps=self.norm_eps, norm_clip=self.norm_clip)
+        return data

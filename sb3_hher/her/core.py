@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from sb3_hher.common.buffers import HindsightReplayBuffer
 from sb3_hher.common.goal_env import GoalEnvError, GoalEnvSpec, check_goal_env
+from sb3_hher.common.normalizer import GoalObsNormalizer
 from sb3_hher.common.policies import GoalPolicy
 
 AUTO = "auto"
@@ -258,8 +259,11 @@ class BaselinesHerMixin:
             # SB3 warns that n_steps is ignored with a custom buffer class: ours implements it (kwargs above).
             warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored because a custom")
             super()._setup_model()  # type: ignore[misc]
-        if not isinstance(self.policy, GoalPolicy):
-            raise TypeError(f"{type(self).__name__} needs a GoalPolicy ('MultiInputPolicy'), got {type(self.policy).__name__}")
+        if not isinstance(getattr(self.policy, "normalizer", None), GoalObsNormalizer):
+            raise TypeError(
+                f"{type(self).__name__} needs a policy with the running goal normaliser ('MultiInputPolicy': GoalPolicy, or "
+                f"GoalTQCPolicy for HerTQC), got {type(self.policy).__name__}"
+            )
         if self.demo_file is not None and self.env is not None:
             self._load_demo_buffer()
 
