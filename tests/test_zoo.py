@@ -22,7 +22,7 @@ import yaml
 import sb3_hher
 from sb3_hher.common.buffers import HindsightReplayBuffer
 from sb3_hher.common.goal_env import import_robotics, make_goal_env
-from sb3_hher.her.presets import get_preset, vanilla_kwargs
+from sb3_hher.her.presets import get_preset, vanilla_kwargs, vanilla_tqc_kwargs
 from sb3_hher.zoo import cli
 from sb3_hher.zoo.hyperparams_opt import (
     EXAMPLE_HHER_PARAMS,
@@ -30,13 +30,15 @@ from sb3_hher.zoo.hyperparams_opt import (
     adapt_to_constructor,
     constructor_takes,
     convert_her_params,
+    convert_her_tqc_params,
     sample_her_params,
+    sample_her_tqc_params,
 )
 from sb3_hher.zoo.registration import REPOSITORY_HYPERPARAMS, find_config, register, zoo_algorithms
 
 pytest.importorskip("rl_zoo3")
 
-OUR_ALGOS = ["her_ddpg", "her_td3", "hher"]
+OUR_ALGOS = ["her_ddpg", "her_td3", "her_tqc", "hher"]
 FLAT_ALGOS = ["her_ddpg", "her_td3"]
 # Zoo's keys that are not constructor arguments of the algorithm.
 ZOO_ONLY_KEYS = {"n_timesteps", "policy", "monitor_kwargs", "env_wrapper", "noise_type", "noise_std"}
@@ -125,6 +127,7 @@ def test_register_is_idempotent() -> None:
     for module in (rl_zoo3, rl_zoo3.train, rl_zoo3.exp_manager, rl_zoo3.enjoy):
         assert module.ALGOS["her_ddpg"] is sb3_hher.HerDDPG
         assert module.ALGOS["her_td3"] is sb3_hher.HerTD3
+        assert module.ALGOS["her_tqc"] is sb3_hher.HerTQC
         assert module.ALGOS["hher"] is sb3_hher.HHER
     # Zoo's own algorithms are untouched.
     assert rl_zoo3.ALGOS["td3"] is TD3 and rl_zoo3.ALGOS["tqc"] is TQC
@@ -162,6 +165,27 @@ def test_sampler_and_converter_agree() -> None:
         optuna.trial.FixedTrial(params), 4, 1, {"her_kwargs": {"n_sampled_goal": 4, "goal_selection_strategy": "final"}}
     )
     assert with_kwargs["replay_buffer_kwargs"] == {"n_sampled_goal": 6, "goal_selection_strategy": "final"}
+
+
+def test_her_tqc_sampler_and_converter_agree() -> None:
+    params = {
+        "learning_rate": 5e-4,
+        "batch_size": 128,
+        "net_arch": "3x64",
+        "train_freq": 4,
+        "updates_per_step": 0.5,
+        "tau": 0.01,
+        "clip_return": "auto",
+        "n_sampled_goal": 3,
+        "top_quantiles_to_drop_per_net": 3,
+        "random_eps": 0.1,
+    }
+    sampled = sample_her_tqc_params(optuna.trial.FixedTrial(params), 4, 1, {"her_kwargs": {}})
+    assert sampled == convert_her_tqc_params(params)
+    # TQC moves its target critics after every gradient step: no derived target_update_interval.
+    assert sampled["gradient_steps"] == 2 and "target_update_interval" not in sampled
+    model = sb3_hher.HerTQC("MultiInputPolicy", make_goal_env("FetchReach-v4"), buffer_size=1000, **sampled)
+    assert model.top_quantiles_to_drop_per_net == 3 and model.policy.net_arch == NET_ARCHS["3x64"]
 
 
 def test_hher_arguments_adapt_to_its_constructor() -> None:
@@ -283,12 +307,48 @@ def test_vanilla_configs_match_ours(vanilla: str, ours: str) -> None:
             assert entry.get(key) == ours_entry.get(key), (env_id, key)
 
 
+def test_her_tqc_config_follows_preset() -> None:
+    config = load_config("her_tqc")
+    assert set(config["FetchReach-v4"]) <= ZOO_ONLY_KEYS, "HerTQC on FetchReach uses its defaults"
+    preset = get_preset("tqc-one-env")
+    for env_id in ONE_ENV_FETCH:
+        entry = config[env_id]
+        assert {key: entry[key] for key in preset} == preset
+        assert eval(entry["policy_kwargs"]) == {"net_arch": [256, 256, 256]}
+    assert config["FetchPush-v4"]["n_timesteps"] == 300_000
+
+
+def test_vanilla_tqc_config_matches_ours() -> None:
+    """tqc.yml is presets.vanilla_tqc_kwargs of her_tqc.yml: the comparison the benchmark runner makes."""
+    import_robotics()
+    vanilla_config, our_config = load_config("tqc"), load_config("her_tqc")
+    assert set(vanilla_config) == set(our_config)
+    for env_id, entry in vanilla_config.items():
+        ours_entry = our_config[env_id]
+        her_kwargs = {key: value for key, value in ours_entry.items() if key not in ZOO_ONLY_KEYS}
+        if isinstance(her_kwargs.get("policy_kwargs"), str):
+            her_kwargs["policy_kwargs"] = eval(her_kwargs["policy_kwargs"])
+        env = gym.make(env_id)
+        expected = vanilla_tqc_kwargs(her_kwargs, env.spec.max_episode_steps)
+        env.close()
+        assert entry["replay_buffer_class"] == expected.pop("replay_buffer_class").__name__
+        assert eval(entry["replay_buffer_kwargs"]) == expected.pop("replay_buffer_kwargs")
+        assert eval(entry["policy_kwargs"]) == expected.pop("policy_kwargs")
+        assert entry["gamma"] == pytest.approx(expected.pop("gamma"))
+        for key, value in expected.items():
+            assert entry[key] == value, (env_id, key)
+        for key in ("n_timesteps", "policy", "monitor_kwargs"):
+            assert entry.get(key) == ours_entry.get(key), (env_id, key)
+
+
 def test_find_config() -> None:
     assert find_config("her_ddpg", "FetchPush-v4") == REPOSITORY_HYPERPARAMS / "her_ddpg.yml"
     # Zoo's algorithms read sb3-hher's file only on the ids it configures.
     assert find_config("td3", "FetchPush-v4") == REPOSITORY_HYPERPARAMS / "td3.yml"
     assert find_config("td3", "Pendulum-v1") is None
-    assert find_config("tqc", "FetchPush-v4") is None
+    assert find_config("tqc", "FetchPush-v4") == REPOSITORY_HYPERPARAMS / "tqc.yml"
+    assert find_config("tqc", "Pendulum-v1") is None
+    assert find_config("sac", "FetchPush-v4") is None
 
 
 def test_is_success_wrapper_on_pointmaze() -> None:

@@ -99,6 +99,52 @@ def sample_her_params(trial: optuna.Trial, n_actions: int, n_envs: int, addition
     return hyperparams
 
 
+def convert_her_tqc_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """
+    Keyword arguments of ``HerTQC`` from the values sampled by ``sample_her_tqc_params``: as ``convert_her_params``,
+    but the target critics move after every gradient step (TQC's schedule, ``tau`` sets their speed).
+
+    :param sampled_params: ``trial.params`` of a trial of ``sample_her_tqc_params``
+    :return: Keyword arguments of the algorithm
+    """
+    hyperparams = convert_her_params(sampled_params)
+    hyperparams.pop("target_update_interval", None)
+    return hyperparams
+
+
+def sample_her_tqc_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]
+) -> dict[str, Any]:
+    """
+    Sampler of ``HerTQC`` hyperparameters: learning rate, batch and network size, update schedule, ``tau``, return
+    clipping, relabelling ratio, TQC's dropped quantiles per critic and the uniformly random action probability
+    (the entropy coefficient is learned).
+
+    :param trial: The Optuna trial
+    :param n_actions: Action dimension (unused)
+    :param n_envs: Number of envs (unused: ``train_freq`` counts calls of the vectorised env's ``step``)
+    :param additional_args: Zoo's extra arguments; ``her_kwargs`` is the config's ``replay_buffer_kwargs``
+    :return: Keyword arguments of the algorithm
+    """
+    trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True)
+    trial.suggest_categorical("batch_size", [128, 256, 512, 1024])
+    trial.suggest_categorical("net_arch", list(NET_ARCHS))
+    trial.suggest_categorical("train_freq", TRAIN_FREQS)
+    trial.suggest_categorical("updates_per_step", UPDATES_PER_STEP)
+    trial.suggest_float("tau", 0.002, 0.1, log=True)
+    trial.suggest_categorical("clip_return", ["auto", "none"])
+    trial.suggest_int("n_sampled_goal", 1, 8)
+    trial.suggest_int("top_quantiles_to_drop_per_net", 0, 5)
+    trial.suggest_float("random_eps", 0.0, 0.3)
+
+    hyperparams = convert_her_tqc_params(trial.params)
+    trial.set_user_attr("gradient_steps", hyperparams["gradient_steps"])
+    her_kwargs = additional_args.get("her_kwargs") or {}
+    if "n_sampled_goal" in her_kwargs:
+        hyperparams["replay_buffer_kwargs"] = {**her_kwargs, "n_sampled_goal": hyperparams["n_sampled_goal"]}
+    return hyperparams
+
+
 # HHER's names for arguments the flat learners call otherwise (used when HHER's constructor has them instead).
 HHER_ALIASES = {"noise_eps": "action_noise_std", "random_eps": "random_action_prob"}
 
@@ -171,6 +217,10 @@ EXAMPLE_HER_PARAMS: dict[str, Any] = {
     "n_sampled_goal": 4,
     "noise_eps": 0.2,
     "random_eps": 0.3,
+}
+EXAMPLE_HER_TQC_PARAMS: dict[str, Any] = {
+    **{key: value for key, value in EXAMPLE_HER_PARAMS.items() if key != "noise_eps"},
+    "top_quantiles_to_drop_per_net": 2,
 }
 EXAMPLE_HHER_PARAMS: dict[str, Any] = {
     **{key: value for key, value in EXAMPLE_HER_PARAMS.items() if key not in ("net_arch", "clip_return")},

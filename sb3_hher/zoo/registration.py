@@ -25,8 +25,10 @@ from sb3_hher.zoo.hyperparams_opt import (
     adapt_to_constructor,
     constructor_takes,
     convert_her_params,
+    convert_her_tqc_params,
     convert_hher_params,
     sample_her_params,
+    sample_her_tqc_params,
     sample_hher_params,
 )
 
@@ -39,7 +41,7 @@ REPOSITORY_HYPERPARAMS = Path(__file__).resolve().parents[2] / "hyperparams"
 
 def zoo_algorithms() -> dict[str, type[BaseAlgorithm]]:
     """
-    sb3-hher's algorithms under their zoo names: ``her_ddpg``, ``her_td3`` and, once it exists, ``hher``.
+    sb3-hher's algorithms under their zoo names: ``her_ddpg``, ``her_td3``, ``her_tqc`` and ``hher``.
 
     :return: Zoo name -> algorithm class
     """
@@ -48,9 +50,9 @@ def zoo_algorithms() -> dict[str, type[BaseAlgorithm]]:
 
 @functools.cache
 def _zoo_algorithms() -> dict[str, type[BaseAlgorithm]]:
-    from sb3_hher import HerDDPG, HerTD3
+    from sb3_hher import HerDDPG, HerTD3, HerTQC
 
-    algorithms: dict[str, type[BaseAlgorithm]] = {"her_ddpg": HerDDPG, "her_td3": HerTD3}
+    algorithms: dict[str, type[BaseAlgorithm]] = {"her_ddpg": HerDDPG, "her_td3": HerTD3, "her_tqc": HerTQC}
     try:
         from sb3_hher import HHER  # type: ignore[attr-defined]
     except ImportError:
@@ -171,7 +173,8 @@ def register() -> None:
     Make sb3-hher's algorithms usable with rl-zoo3's ``train``/``enjoy``/``record_video``/``benchmark``/plots, with
     the same commands and flags as zoo's own algorithms. Calling it again changes nothing.
 
-    - ``ALGOS`` gets ``her_ddpg`` (``HerDDPG``), ``her_td3`` (``HerTD3``) and ``hher`` (``HHER``, if importable),
+    - ``ALGOS`` gets ``her_ddpg`` (``HerDDPG``), ``her_td3`` (``HerTD3``), ``her_tqc`` (``HerTQC``) and ``hher``
+      (``HHER``, if importable),
       in every zoo module holding the table.
     - ``HYPERPARAMS_SAMPLER``/``HYPERPARAMS_CONVERTER`` get their tuning samplers and converters
       (``sb3_hher.zoo.hyperparams_opt``); tuning prunes and ranks them on test success rate
@@ -198,8 +201,16 @@ def register() -> None:
     for table in _zoo_tables("ALGOS"):
         table.update(algorithms)
 
-    samplers: dict[str, Sampler] = {"her_ddpg": sample_her_params, "her_td3": sample_her_params}
-    converters: dict[str, Any] = {"her_ddpg": convert_her_params, "her_td3": convert_her_params}
+    samplers: dict[str, Sampler] = {
+        "her_ddpg": sample_her_params,
+        "her_td3": sample_her_params,
+        "her_tqc": sample_her_tqc_params,
+    }
+    converters: dict[str, Any] = {
+        "her_ddpg": convert_her_params,
+        "her_td3": convert_her_params,
+        "her_tqc": convert_her_tqc_params,
+    }
     hher = algorithms.get("hher")
     if hher is not None and constructor_takes(hher, adapt_to_constructor(convert_her_params(EXAMPLE_HHER_PARAMS), hher)):
         samplers["hher"] = sample_hher_params
