@@ -112,9 +112,7 @@ def convert_her_tqc_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     return hyperparams
 
 
-def sample_her_tqc_params(
-    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]
-) -> dict[str, Any]:
+def sample_her_tqc_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
     """
     Sampler of ``HerTQC`` hyperparameters: learning rate, batch and network size, update schedule, ``tau``, return
     clipping, relabelling ratio, TQC's dropped quantiles per critic and the uniformly random action probability
