@@ -52,7 +52,49 @@ def _with_layer_norm(mlp: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*normed)
 
 
-class GoalPolicy(TD3Policy):
+class _GoalNormalizerMixin:
+    """
+    What every goal policy of the package shares: one ``GoalObsNormalizer`` (``self.normalizer``, a submodule, so
+    its statistics are saved with the weights) built before the networks, and every features extractor reading
+    through it, as in baselines where the target networks use the same ``o_stats``/``g_stats``.
+    """
+
+    _normalizer_args: tuple[float, float, float]
+    normalizer: GoalObsNormalizer
+    observation_space: spaces.Space
+    features_extractor_class: type[BaseFeaturesExtractor]
+    features_extractor_kwargs: dict[str, Any]
+
+    @property
+    def clip_obs(self) -> float:
+        return self._normalizer_args[0]
+
+    @property
+    def norm_eps(self) -> float:
+        return self._normalizer_args[1]
+
+    @property
+    def norm_clip(self) -> float:
+        return self._normalizer_args[2]
+
+    def _build_normalizer(self) -> None:
+        obs_dim, goal_dim = check_goal_observation_space(self.observation_space)
+        self.normalizer = GoalObsNormalizer(
+            obs_dim, goal_dim, eps=self.norm_eps, clip_range=self.norm_clip, clip_obs=self.clip_obs
+        )
+
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        return self.features_extractor_class(
+            self.observation_space,
+            normalizer=self.normalizer,
+            **self.features_extractor_kwargs,  # type: ignore[call-arg]
+        )
+
+    def _normalizer_constructor_parameters(self) -> dict[str, Any]:
+        return {"clip_obs": self.clip_obs, "norm_eps": self.norm_eps, "norm_clip": self.norm_clip}
+
+
+class GoalPolicy(_GoalNormalizerMixin, TD3Policy):
     """
     Actor-critic policy for goal-conditioned DDPG/TD3: SB3's ``TD3Policy`` whose networks all read their
     input through one running normaliser of observation and goal (``self.normalizer``). The normaliser's
@@ -118,23 +160,8 @@ class GoalPolicy(TD3Policy):
             share_features_extractor=share_features_extractor,
         )
 
-    @property
-    def clip_obs(self) -> float:
-        return self._normalizer_args[0]
-
-    @property
-    def norm_eps(self) -> float:
-        return self._normalizer_args[1]
-
-    @property
-    def norm_clip(self) -> float:
-        return self._normalizer_args[2]
-
     def _build(self, lr_schedule: Schedule) -> None:
-        obs_dim, goal_dim = check_goal_observation_space(self.observation_space)
-        self.normalizer = GoalObsNormalizer(
-            obs_dim, goal_dim, eps=self.norm_eps, clip_range=self.norm_clip, clip_obs=self.clip_obs
-        )
+        self._build_normalizer()
         super()._build(lr_schedule)
 
     def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> ContinuousCritic:
@@ -147,30 +174,16 @@ class GoalPolicy(TD3Policy):
                 critic.q_networks[idx] = normed
         return critic
 
-    def make_features_extractor(self) -> BaseFeaturesExtractor:
-        # Every network (actor, critic and their targets) reads through the same normaliser, as in baselines
-        # where the target networks use the same o_stats/g_stats.
-        return self.features_extractor_class(
-            self.observation_space,
-            normalizer=self.normalizer,
-            **self.features_extractor_kwargs,  # type: ignore[call-arg]
-        )
-
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(
-            clip_obs=self.clip_obs,
-            norm_eps=self.norm_eps,
-            norm_clip=self.norm_clip,
-            critic_layer_norm=self.critic_layer_norm,
-        )
+        data.update(**self._normalizer_constructor_parameters(), critic_layer_norm=self.critic_layer_norm)
         return data
 
 
 MultiInputPolicy = GoalPolicy
 
 
-class GoalTQCPolicy(TQCPolicy):
+class GoalTQCPolicy(_GoalNormalizerMixin, TQCPolicy):
     """
     Goal-conditioned policy for ``HerTQC``: sb3-contrib's ``TQCPolicy`` (squashed-Gaussian actor, distributional
     critics) whose networks all read their input through one running normaliser of observation and goal
@@ -228,20 +241,11 @@ class GoalTQCPolicy(TQCPolicy):
             **kwargs,
         )
 
-    clip_obs = GoalPolicy.clip_obs
-    norm_eps = GoalPolicy.norm_eps
-    norm_clip = GoalPolicy.norm_clip
-
     def _build(self, lr_schedule: Schedule) -> None:
-        obs_dim, goal_dim = check_goal_observation_space(self.observation_space)
-        self.normalizer = GoalObsNormalizer(
-            obs_dim, goal_dim, eps=self.norm_eps, clip_range=self.norm_clip, clip_obs=self.clip_obs
-        )
+        self._build_normalizer()
         super()._build(lr_schedule)
-
-    make_features_extractor = GoalPolicy.make_features_extractor
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(clip_obs=self.clip_obs, norm_eps=self.norm_eps, norm_clip=self.norm_clip)
+        data.update(self._normalizer_constructor_parameters())
         return data

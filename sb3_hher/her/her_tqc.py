@@ -147,7 +147,8 @@ class HerTQC(BaselinesHerMixin, TQC):
             use_sde_at_warmup=use_sde_at_warmup,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
+            # A copy: SB3 writes use_sde into the dict, which a caller may share with a DDPG/TD3 model.
+            policy_kwargs=None if policy_kwargs is None else dict(policy_kwargs),
             verbose=verbose,
             seed=seed,
             device=device,
