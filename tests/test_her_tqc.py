@@ -41,9 +41,19 @@ def test_defaults_on_fetch_reach(fetch_env):
     assert (model.batch_size, model.tau, model.learning_starts) == (256, 0.005, 1000)
 
 
-@pytest.mark.parametrize("next_q", [1_000.0, -1_000.0])
-def test_target_quantiles_stay_within_return_bounds(next_q, monkeypatch):
+def test_soft_return_bounds_widen_by_the_entropy_bonus():
     model = collected_model(gamma=0.9)
+    assert model.return_bounds == pytest.approx((-10.0, 0.0))
+    assert model.soft_return_bounds(0.0) == pytest.approx((-10.0, 0.0))
+    # A bonus b per step adds gamma * b / (1 - gamma) = 9 b on its side only.
+    assert model.soft_return_bounds(-0.5) == pytest.approx((-14.5, 0.0))
+    assert model.soft_return_bounds(1.0) == pytest.approx((-10.0, 9.0))
+
+
+@pytest.mark.parametrize("ent_coef", [0.0, 0.3])
+@pytest.mark.parametrize("next_q", [1_000.0, -1_000.0])
+def test_target_quantiles_stay_within_soft_return_bounds(ent_coef, next_q, monkeypatch):
+    model = collected_model(gamma=0.9, ent_coef=ent_coef)
     low, high = model.return_bounds
     assert (low, high) == pytest.approx((-10.0, 0.0))
     for q_net in model.critic_target.q_networks:
@@ -51,19 +61,29 @@ def test_target_quantiles_stay_within_return_bounds(next_q, monkeypatch):
         with th.no_grad():
             last.weight.zero_()
             last.bias.fill_(next_q)
-    targets = []
-    original = her_tqc.quantile_huber_loss
+    targets, bounds = [], []
+    original_loss, original_bounds = her_tqc.quantile_huber_loss, model.soft_return_bounds
 
     def recording_loss(current, target, **kwargs):
         targets.append(target.detach().clone())
-        return original(current, target, **kwargs)
+        return original_loss(current, target, **kwargs)
+
+    def recording_bounds(entropy_bonus):
+        bounds.append(original_bounds(entropy_bonus))
+        return bounds[-1]
 
     monkeypatch.setattr(her_tqc, "quantile_huber_loss", recording_loss)
+    monkeypatch.setattr(model, "soft_return_bounds", recording_bounds)
     model.train(gradient_steps=3, batch_size=32)
-    values = th.cat(targets)
-    # n_quantiles * n_critics minus the dropped ones, one row per transition.
-    assert values.shape[1:] == (1, model.critic.quantiles_total - 2 * model.critic.n_critics)
-    assert th.all(values == (high if next_q > 0 else low)), values.unique()
+    assert len(targets) == len(bounds) == 3
+    for target, (soft_low, soft_high) in zip(targets, bounds, strict=True):
+        # n_quantiles * n_critics minus the dropped ones, one row per transition.
+        assert target.shape[1:] == (1, model.critic.quantiles_total - 2 * model.critic.n_critics)
+        assert th.allclose(target, th.full_like(target, soft_high if next_q > 0 else soft_low)), target.unique()
+        if ent_coef == 0.0:
+            assert (soft_low, soft_high) == pytest.approx((low, high))
+        else:
+            assert soft_low <= low and soft_high >= high
     assert model.logger.name_to_value["train/clipped_target_fraction"] == 1.0
     assert "train/ent_coef" in model.logger.name_to_value
 

@@ -25,9 +25,10 @@ class HerTQC(BaselinesHerMixin, TQC):
     """
     Truncated Quantile Critics (sb3-contrib's ``TQC``) with Hindsight Experience Replay and the pieces of baselines'
     HER that are not specific to a deterministic actor: running observation/goal normalisation inside the policy
-    (fed with relabelled goals, saved with the model), TD targets clipped to the return range (``clip_return``,
-    applied to every target quantile), optional uniformly random actions (``random_eps``), the goal-env checks,
-    ``gamma = 1 - 1/T``, n-step returns with relabelled goals and non-finite observation handling of ``HerDDPG``.
+    (fed with relabelled goals, saved with the model), TD targets clipped to the range of soft returns
+    (``clip_return``, applied to every target quantile), optional uniformly random actions (``random_eps``), the
+    goal-env checks, ``gamma = 1 - 1/T``, n-step returns with relabelled goals and the non-finite observation
+    handling of ``HerDDPG``.
 
     TQC's stochastic actor with a learned entropy bonus keeps exploring where DDPG's deterministic actor collapses
     (on FetchPush with one env, see the README): this is the package's one-env agent for Push, PickAndPlace and
@@ -52,10 +53,10 @@ class HerTQC(BaselinesHerMixin, TQC):
     :param ent_coef: Entropy coefficient (``"auto"`` learns it, ``"auto_0.1"`` starts it at 0.1)
     :param target_entropy: Target entropy of the learned coefficient (``"auto"``: minus the action dimension)
     :param top_quantiles_to_drop_per_net: Quantiles dropped per critic in the target (TQC's d)
-    :param clip_return: Clip every target quantile: ``"auto"`` to ``[r_min, r_max] / (1 - gamma)`` from the env's
-        reward range (``[-1/(1-gamma), 0]`` on Fetch), a number ``c`` for ``[-c, 0]`` (``[-c, inf)`` with
-        ``clip_positive_returns=False``), or ``None`` for no clipping. The soft targets include the entropy term,
-        which only lowers them on average (the target entropy is negative), so the upper bound still holds
+    :param clip_return: Clip every target quantile to the range of soft returns: ``"auto"`` starts from
+        ``[r_min, r_max] / (1 - gamma)`` of the env's reward range (``[-1/(1-gamma), 0]`` on Fetch), a number ``c``
+        from ``[-c, 0]`` (``[-c, inf)`` with ``clip_positive_returns=False``), and the bounds are widened by the
+        entropy bonus the targets contain (``soft_return_bounds``); ``None`` for no clipping
     :param clip_positive_returns: With a numeric ``clip_return``, clip targets above at 0
     :param random_eps: Probability of a uniformly random action while collecting (baselines ``random_eps``), or an
         SB3 schedule of it; 0 by default (the entropy bonus explores)
@@ -177,7 +178,7 @@ class HerTQC(BaselinesHerMixin, TQC):
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         """
-        TQC's update (sb3-contrib), with every target quantile clipped to the return bounds and the Q, target and
+        TQC's update (sb3-contrib), with every target quantile clipped to the soft return bounds and the Q, target and
         normaliser statistics of ``HerDDPG`` logged.
 
         :param gradient_steps: Number of gradient steps
@@ -219,10 +220,11 @@ class HerTQC(BaselinesHerMixin, TQC):
                 next_quantiles = self.critic_target(replay_data.next_observations, next_actions)
                 # Truncation: sort the pooled quantiles of all critics, drop the top d per critic.
                 next_quantiles, _ = th.sort(next_quantiles.reshape(len(next_actions), -1))
-                next_quantiles = next_quantiles[:, :n_target_quantiles] - ent_coef * next_log_prob.reshape(-1, 1)
+                entropy_bonus = -ent_coef * next_log_prob.reshape(-1, 1)
+                next_quantiles = next_quantiles[:, :n_target_quantiles] + entropy_bonus
                 target_quantiles = replay_data.rewards + (1 - replay_data.dones) * discounts * next_quantiles
                 if self.return_bounds is not None:
-                    low, high = self.return_bounds
+                    low, high = self.soft_return_bounds(float(entropy_bonus.mean().item()))
                     clipped.append(((target_quantiles < low) | (target_quantiles > high)).float().mean().item())
                     target_quantiles = target_quantiles.clamp(low, high)
                 target_means.append(target_quantiles.mean().item())
@@ -250,6 +252,24 @@ class HerTQC(BaselinesHerMixin, TQC):
         self.logger.record("train/ent_coef", np.mean(ent_coefs))
         if ent_coef_losses:
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
+
+    def soft_return_bounds(self, entropy_bonus: float) -> tuple[float, float]:
+        """
+        Bounds of a soft (entropy-regularised) return. A soft Q-value is ``sum_t gamma^t r_t`` plus
+        ``sum_{t>=1} gamma^t b_t`` with ``b = -ent_coef * log pi`` the entropy bonus of each next step, so with rewards
+        in ``[r_min, r_max]`` and a bonus ``b`` per step it lies in
+        ``[r_min + gamma * min(0, b), r_max + gamma * max(0, b)] / (1 - gamma)``. Clipping to the reward-only bounds
+        would be wrong both ways: early (``ent_coef`` near 1, the bonus positive) nearly every target would be cut at
+        0, and once the entropy reaches its negative target every hopeless state's value (below
+        ``r_min / (1 - gamma)``) would be flattened to one constant, removing the critic's action gradient there.
+
+        :param entropy_bonus: The per-step bonus ``b`` (``train`` passes the batch mean of ``-ent_coef * log pi(a'|s')``)
+        :return: ``(low, high)``, ``return_bounds`` widened by the bonus
+        """
+        assert self.return_bounds is not None
+        low, high = self.return_bounds
+        widening = self.gamma / (1.0 - self.gamma)
+        return low + widening * min(0.0, entropy_bonus), high + widening * max(0.0, entropy_bonus)
 
     def _update_targets(self) -> None:
         # TQC has target critics only (the target action comes from the online actor).
