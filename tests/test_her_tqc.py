@@ -210,3 +210,20 @@ def test_her_tqc_solves_fetch_reach():
         env.close()
         eval_env.close()
     assert history[-1][1] >= 0.9, history
+
+
+def test_vanilla_counterpart_refuses_what_it_cannot_match():
+    with pytest.raises(ValueError, match="n_steps"):
+        vanilla_tqc_kwargs({"n_steps": 3}, max_episode_steps=50)
+    with pytest.raises(ValueError, match="no vanilla TQC counterpart"):
+        vanilla_tqc_kwargs({"action_l2": 1.0}, max_episode_steps=50)
+    # Settings both have are passed through; what HerTQC adds is left out.
+    kwargs = vanilla_tqc_kwargs({"use_sde": True, "stats_window_size": 10, "random_eps": 0.2, "clip_return": None}, 50)
+    assert kwargs["use_sde"] is True and kwargs["stats_window_size"] == 10
+    assert "random_eps" not in kwargs and "clip_return" not in kwargs
+
+
+def test_caller_dicts_are_not_modified():
+    policy_kwargs, buffer_kwargs = {"net_arch": [32, 32]}, {"n_sampled_goal": 2}
+    make_model(policy_kwargs=policy_kwargs, replay_buffer_kwargs=buffer_kwargs, n_steps=2)
+    assert policy_kwargs == {"net_arch": [32, 32]} and buffer_kwargs == {"n_sampled_goal": 2}

@@ -187,8 +187,8 @@ class GoalTQCPolicy(_GoalNormalizerMixin, TQCPolicy):
     """
     Goal-conditioned policy for ``HerTQC``: sb3-contrib's ``TQCPolicy`` (squashed-Gaussian actor, distributional
     critics) whose networks all read their input through one running normaliser of observation and goal
-    (``self.normalizer``), exactly as ``GoalPolicy`` does for DDPG/TD3. The normaliser's statistics are buffers of the
-    policy: saved, loaded and used by ``predict`` like the weights.
+    (``self.normalizer``), as ``GoalPolicy`` does for DDPG/TD3 (``critic_layer_norm`` is ``GoalPolicy``'s only).
+    The normaliser's statistics are buffers of the policy: saved, loaded and used by ``predict`` like the weights.
 
     :param observation_space: Dict observation space of a goal-conditioned env
     :param action_space: Action space
@@ -247,5 +247,6 @@ class GoalTQCPolicy(_GoalNormalizerMixin, TQCPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(self._normalizer_constructor_parameters())
+        # TQCPolicy leaves share_features_extractor out: policy.save() / GoalTQCPolicy.load() would lose it.
+        data.update(self._normalizer_constructor_parameters(), share_features_extractor=self.share_features_extractor)
         return data

@@ -224,6 +224,8 @@ class BaselinesHerMixin:
         elif self.gamma is None:
             raise ValueError("gamma=None can only be resolved with an env (gamma = 1 - 1/T)")
 
+        # Our own copy: the settings below are written into it, and SB3 keeps the caller's dict as it is.
+        self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs)
         if self.replay_buffer_class is None:
             self.replay_buffer_class = HindsightReplayBuffer
         if not issubclass(self.replay_buffer_class, HindsightReplayBuffer):

@@ -67,6 +67,20 @@ TQC_DEFAULTS: dict[str, Any] = {
 }
 
 
+# HerTQC keys not passed to vanilla TQC as they are: what HerTQC adds (left out on purpose), the relabelling settings
+# (they go to HerReplayBuffer's kwargs), and gamma / policy_kwargs (resolved and cleaned below).
+HER_TQC_ONLY = {
+    "clip_return",
+    "clip_positive_returns",
+    "random_eps",
+    "non_finite",
+    "n_sampled_goal",
+    "goal_selection_strategy",
+    "gamma",
+    "policy_kwargs",
+}
+
+
 def _resolve_gamma(merged: dict[str, Any], max_episode_steps: int | None) -> float:
     gamma = merged.get("gamma")
     if gamma is None:
@@ -94,10 +108,19 @@ def vanilla_tqc_kwargs(her_kwargs: dict[str, Any], max_episode_steps: int | None
     :param max_episode_steps: The env's time limit, to resolve ``gamma = 1 - 1/T`` like sb3-hher does
     :return: Keyword arguments of sb3-contrib's ``TQC``
     """
+    import inspect
+
+    from sb3_contrib import TQC
+
     merged = {**TQC_DEFAULTS, **her_kwargs}
-    keys = [key for key in TQC_DEFAULTS if key not in ("n_sampled_goal", "goal_selection_strategy")]
+    if int(merged.get("n_steps", 1)) > 1:
+        raise ValueError("n_steps > 1 has no vanilla counterpart: SB3 ignores n_steps with HerReplayBuffer")
+    unknown = set(merged) - set(inspect.signature(TQC).parameters) - HER_TQC_ONLY
+    if unknown:
+        raise ValueError(f"HerTQC settings {sorted(unknown)} have no vanilla TQC counterpart")
+    passed = {key: value for key, value in merged.items() if key not in HER_TQC_ONLY and key != "n_steps"}
     return {
-        **{key: merged[key] for key in keys},
+        **passed,
         "gamma": _resolve_gamma(merged, max_episode_steps),
         "replay_buffer_class": HerReplayBuffer,
         "replay_buffer_kwargs": {

@@ -35,7 +35,7 @@ SCRIPTS = (*FUNCTION_SCRIPTS, *MODULE_SCRIPTS)
 def _usage() -> str:
     return (
         f"usage: {PROG} {{{','.join(SCRIPTS)}}} [rl-zoo3 flags ...]\n\n"
-        "Runs rl-zoo3's script with sb3-hher's algorithms (her_ddpg, her_td3, hher when available) registered and\n"
+        "Runs rl-zoo3's script with sb3-hher's algorithms (her_ddpg, her_td3, her_tqc, hher) registered and\n"
         "gymnasium-robotics' envs (Fetch, PointMaze, ...) available. Flags are rl-zoo3's, unchanged:\n"
         f"`{PROG} train --help` lists them."
     )
