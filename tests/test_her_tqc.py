@@ -227,3 +227,30 @@ def test_caller_dicts_are_not_modified():
     policy_kwargs, buffer_kwargs = {"net_arch": [32, 32]}, {"n_sampled_goal": 2}
     make_model(policy_kwargs=policy_kwargs, replay_buffer_kwargs=buffer_kwargs, n_steps=2)
     assert policy_kwargs == {"net_arch": [32, 32]} and buffer_kwargs == {"n_sampled_goal": 2}
+
+
+def test_train_without_clipping_is_sb3_contrib_tqc():
+    """On the same batch, weights and random stream, HerTQC's update is TQC's (clipping off): same parameters."""
+    ours = collected_model(gamma=0.9, clip_return=None, tau=0.05)
+    theirs = TQC(
+        GoalTQCPolicy,
+        ours.env,
+        learning_rate=ours.learning_rate,
+        batch_size=32,
+        tau=0.05,
+        gamma=0.9,
+        learning_starts=10_000,
+        policy_kwargs=SMALL_KWARGS["policy_kwargs"],
+        seed=1,
+    )
+    theirs.set_logger(ours.logger)
+    theirs.policy.load_state_dict(ours.policy.state_dict())
+    batch = ours.replay_buffer.sample(32)
+    for model in (ours, theirs):
+        model.replay_buffer.sample = lambda *args, **kwargs: batch
+        th.manual_seed(123)
+        model.train(gradient_steps=3, batch_size=32)
+    for (name, mine), (_, reference) in zip(ours.policy.state_dict().items(), theirs.policy.state_dict().items(), strict=True):
+        # Float noise only (sums in another order): 1e-5 against updates of about 1e-3.
+        assert th.allclose(mine, reference, atol=1e-5), (name, (mine - reference).abs().max())
+    assert th.allclose(ours.log_ent_coef, theirs.log_ent_coef)
