@@ -231,7 +231,7 @@ def test_caller_dicts_are_not_modified():
 
 def test_train_without_clipping_is_sb3_contrib_tqc():
     """On the same batch, weights and random stream, HerTQC's update is TQC's (clipping off): same parameters."""
-    ours = collected_model(gamma=0.9, clip_return=None, tau=0.05)
+    ours = collected_model(gamma=0.9, clip_return=None, tau=0.05, target_update_interval=1)
     theirs = TQC(
         GoalTQCPolicy,
         ours.env,
