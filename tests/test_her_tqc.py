@@ -240,7 +240,7 @@ def test_train_without_clipping_is_sb3_contrib_tqc():
         tau=0.05,
         gamma=0.9,
         learning_starts=10_000,
-        policy_kwargs=SMALL_KWARGS["policy_kwargs"],
+        policy_kwargs=dict(SMALL_KWARGS["policy_kwargs"]),  # a copy: TQC writes use_sde into it
         seed=1,
     )
     theirs.set_logger(ours.logger)
