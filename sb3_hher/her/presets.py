@@ -12,30 +12,26 @@ from typing import Any
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.her.her_replay_buffer import HerReplayBuffer
 
+# One env on a 2-core CPU: one update of 256 transitions per env step (2.5x baselines' one-worker replay ratio, half
+# of rl-zoo3's TQC agent), target networks moved every step with tau 0.005 (TQC's one-env setting), 1,000 random
+# warm-up steps.
+_ONE_UPDATE_PER_STEP: dict[str, Any] = {
+    "batch_size": 256,
+    "train_freq": 1,
+    "gradient_steps": 1,
+    "target_update_interval": 1,
+    "tau": 0.005,
+    "learning_starts": 1000,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # baselines her/experiment/config.py DEFAULT_PARAMS, one worker (2 episodes + 40 updates of 256 per cycle).
     "baselines": {},
-    # One env on a 2-core CPU: one update of 256 transitions per env step (2.5x baselines' one-worker replay ratio,
-    # half of rl-zoo3's TQC agent), target network updated every step with tau 0.005 (TQC's one-env setting),
-    # 1,000 random warm-up steps. About 15 ms per env step on one CPU thread (3 x 256 networks).
-    "fetch-one-env": {
-        "batch_size": 256,
-        "train_freq": 1,
-        "gradient_steps": 1,
-        "target_update_interval": 1,
-        "tau": 0.005,
-        "learning_starts": 1000,
-    },
-    # HerTQC's one-env setting, written out (its constructor defaults): 3 x 256 networks, batch 256, one update per
-    # env step, tau 0.005 every step, 1,000 random warm-up steps. About 37 ms per FetchPush step on one CPU thread.
-    "tqc-one-env": {
-        "batch_size": 256,
-        "train_freq": 1,
-        "gradient_steps": 1,
-        "target_update_interval": 1,
-        "tau": 0.005,
-        "learning_starts": 1000,
-    },
+    # HerDDPG/HerTD3 on the schedule above: about 15 ms per FetchPush step on one CPU thread (3 x 256 networks).
+    "fetch-one-env": dict(_ONE_UPDATE_PER_STEP),
+    # HerTQC on the same schedule, which is its constructor defaults written out: about 37 ms per FetchPush step on
+    # one CPU thread (3 x 256 networks, 2 critics of 25 quantiles).
+    "tqc-one-env": dict(_ONE_UPDATE_PER_STEP),
 }
 
 

@@ -69,6 +69,28 @@ def convert_her_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     return hyperparams
 
 
+def _suggest_flat(trial: optuna.Trial) -> None:
+    """Suggest what every flat learner tunes (learning rate, batch, networks, schedule, tau, clipping, k)."""
+    trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True)
+    trial.suggest_categorical("batch_size", [128, 256, 512, 1024])
+    trial.suggest_categorical("net_arch", list(NET_ARCHS))
+    trial.suggest_categorical("train_freq", TRAIN_FREQS)
+    trial.suggest_categorical("updates_per_step", UPDATES_PER_STEP)
+    trial.suggest_float("tau", 0.002, 0.1, log=True)
+    trial.suggest_categorical("clip_return", ["auto", "none"])
+    trial.suggest_int("n_sampled_goal", 1, 8)
+
+
+def _finish_flat(trial: optuna.Trial, hyperparams: dict[str, Any], additional_args: dict[str, Any]) -> dict[str, Any]:
+    """Record the derived gradient steps; tune ``n_sampled_goal`` in ``replay_buffer_kwargs`` when a config sets it
+    there (those win over the constructor argument)."""
+    trial.set_user_attr("gradient_steps", hyperparams["gradient_steps"])
+    her_kwargs = additional_args.get("her_kwargs") or {}
+    if "n_sampled_goal" in her_kwargs:
+        hyperparams["replay_buffer_kwargs"] = {**her_kwargs, "n_sampled_goal": hyperparams["n_sampled_goal"]}
+    return hyperparams
+
+
 def sample_her_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
     """
     Sampler of ``HerDDPG``/``HerTD3`` hyperparameters.
@@ -79,24 +101,10 @@ def sample_her_params(trial: optuna.Trial, n_actions: int, n_envs: int, addition
     :param additional_args: Zoo's extra arguments; ``her_kwargs`` is the config's ``replay_buffer_kwargs``
     :return: Keyword arguments of the algorithm
     """
-    trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True)
-    trial.suggest_categorical("batch_size", [128, 256, 512, 1024])
-    trial.suggest_categorical("net_arch", list(NET_ARCHS))
-    trial.suggest_categorical("train_freq", TRAIN_FREQS)
-    trial.suggest_categorical("updates_per_step", UPDATES_PER_STEP)
-    trial.suggest_float("tau", 0.002, 0.1, log=True)
-    trial.suggest_categorical("clip_return", ["auto", "none"])
-    trial.suggest_int("n_sampled_goal", 1, 8)
+    _suggest_flat(trial)
     trial.suggest_float("noise_eps", 0.0, 0.5)
     trial.suggest_float("random_eps", 0.0, 0.5)
-
-    hyperparams = convert_her_params(trial.params)
-    trial.set_user_attr("gradient_steps", hyperparams["gradient_steps"])
-    her_kwargs = additional_args.get("her_kwargs") or {}
-    if "n_sampled_goal" in her_kwargs:
-        # replay_buffer_kwargs win over the constructor argument: tune the value there too.
-        hyperparams["replay_buffer_kwargs"] = {**her_kwargs, "n_sampled_goal": hyperparams["n_sampled_goal"]}
-    return hyperparams
+    return _finish_flat(trial, convert_her_params(trial.params), additional_args)
 
 
 def convert_her_tqc_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
@@ -124,23 +132,10 @@ def sample_her_tqc_params(trial: optuna.Trial, n_actions: int, n_envs: int, addi
     :param additional_args: Zoo's extra arguments; ``her_kwargs`` is the config's ``replay_buffer_kwargs``
     :return: Keyword arguments of the algorithm
     """
-    trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True)
-    trial.suggest_categorical("batch_size", [128, 256, 512, 1024])
-    trial.suggest_categorical("net_arch", list(NET_ARCHS))
-    trial.suggest_categorical("train_freq", TRAIN_FREQS)
-    trial.suggest_categorical("updates_per_step", UPDATES_PER_STEP)
-    trial.suggest_float("tau", 0.002, 0.1, log=True)
-    trial.suggest_categorical("clip_return", ["auto", "none"])
-    trial.suggest_int("n_sampled_goal", 1, 8)
+    _suggest_flat(trial)
     trial.suggest_int("top_quantiles_to_drop_per_net", 0, 5)
     trial.suggest_float("random_eps", 0.0, 0.3)
-
-    hyperparams = convert_her_tqc_params(trial.params)
-    trial.set_user_attr("gradient_steps", hyperparams["gradient_steps"])
-    her_kwargs = additional_args.get("her_kwargs") or {}
-    if "n_sampled_goal" in her_kwargs:
-        hyperparams["replay_buffer_kwargs"] = {**her_kwargs, "n_sampled_goal": hyperparams["n_sampled_goal"]}
-    return hyperparams
+    return _finish_flat(trial, convert_her_tqc_params(trial.params), additional_args)
 
 
 # HHER's names for arguments the flat learners call otherwise (used when HHER's constructor has them instead).
