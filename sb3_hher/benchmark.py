@@ -8,8 +8,10 @@ budgets, networks and update schedule, evaluated on separate deterministic test 
 
 Each (algorithm, seed) run is a separate process (``--n-jobs`` at a time, ``--threads`` torch threads each).
 A run checkpoints exactly (model, replay buffer, random and env states: ``sb3_hher.common.checkpoint``) after every
-evaluation, under ``<out>/checkpoints`` (not meant for git): rerunning the same command resumes every unfinished run
-as if it had never stopped.
+evaluation, under ``<out>/checkpoints`` (git-ignored): rerunning the same command resumes every unfinished run
+as if it had never stopped. Each checkpoint also holds the replay buffer's actions (``replay_actions.npz``), so a
+checkpoint folder carried to another machine without its large ``replay_buffer.pkl`` still resumes: the buffer is
+rebuilt by replaying the actions on a fresh env.
 Results go to ``<out>/runs/<algo>_seed<k>.csv`` (one row per evaluation), then ``results.csv``,
 ``learning_curve.png`` and ``results.md`` in ``<out>``.
 """
@@ -175,7 +177,10 @@ def run_job(spec: JobSpec) -> str:
     eval_env = make_vec_env(spec.env_id, n_envs=1, seed=spec.seed + 100_000)
     eval_state = ckpt / "eval_env_state.pkl"
     if checkpoint_exists(ckpt) and csv_path.exists():
-        model = load_checkpoint(cls, ckpt, env, device="cpu")
+        # A checkpoint carried without its pickled replay buffer rebuilds it from the saved actions on this env.
+        replay_env = make_vec_env(spec.env_id, n_envs=spec.n_envs, seed=spec.seed)
+        model = load_checkpoint(cls, ckpt, env, device="cpu", replay_env=replay_env)
+        replay_env.close()
         if eval_state.exists():
             with open(eval_state, "rb") as file:
                 set_env_states(eval_env, pickle.load(file))
@@ -214,7 +219,7 @@ def run_job(spec: JobSpec) -> str:
         # continues the run as if it had never stopped.
         _atomic_write_bytes(eval_state, pickle.dumps(get_env_states(eval_env)))
         try:
-            save_checkpoint(model, ckpt)
+            save_checkpoint(model, ckpt, replay_actions=True)
         except CheckpointError as error:
             # An episode ended early somewhere: resuming will start fresh episodes instead of continuing these.
             print(f"[{spec.name}] inexact checkpoint ({error})", flush=True)

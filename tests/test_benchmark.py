@@ -87,3 +87,26 @@ def test_schedules_follow_the_whole_budget_across_chunks():
         assert model.num_timesteps == 20 * chunk
         assert model._current_progress_remaining == pytest.approx(1.0 - 20 * chunk / 80, abs=0.02)
         assert model.random_eps_at(model._current_progress_remaining) == pytest.approx(1.0 - 20 * chunk / 80, abs=0.02)
+
+
+def test_run_carried_without_pickled_buffer_resumes_identically(tmp_path: Path) -> None:
+    # A checkpoint folder carried to another machine without replay_buffer.pkl (as committed to git) resumes from
+    # the saved actions to the same model as the folder that kept its pickled buffer.
+    import shutil
+
+    import torch as th
+
+    from sb3_hher import HerDDPG
+
+    kept, carried = tmp_path / "kept", tmp_path / "carried"
+    benchmark.main([*TINY, "--algos", "her_ddpg", "--total-timesteps", "200", "--out", str(kept)])
+    shutil.copytree(kept, carried)
+    (carried / "checkpoints" / "her_ddpg_seed0" / "replay_buffer.pkl").unlink()
+    for out in (kept, carried):
+        benchmark.main([*TINY, "--algos", "her_ddpg", "--total-timesteps", "300", "--out", str(out)])
+    columns = ("timesteps", "success_rate", "mean_reward")
+    kept_rows, carried_rows = rows(kept / "runs" / "her_ddpg_seed0.csv"), rows(carried / "runs" / "her_ddpg_seed0.csv")
+    assert [[row[c] for c in columns] for row in kept_rows] == [[row[c] for c in columns] for row in carried_rows]
+    models = [HerDDPG.load(out / "checkpoints" / "her_ddpg_seed0" / "model.zip") for out in (kept, carried)]
+    state_a, state_b = (model.policy.state_dict() for model in models)
+    assert all(th.equal(state_a[key], state_b[key]) for key in state_a)

@@ -12,10 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3 import DDPG, HerReplayBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from sb3_hher import HerDDPG, HerTD3
-from sb3_hher.common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from sb3_hher import HerDDPG, HerTD3, HerTQC
+from sb3_hher.common.checkpoint import (
+    ACTIONS_FILE,
+    BUFFER_FILE,
+    CheckpointError,
+    load_checkpoint,
+    rebuild_replay_buffer,
+    save_checkpoint,
+)
 from sb3_hher.common.goal_env import make_goal_env
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "resumable_training.py"
@@ -58,6 +66,76 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path: Path, algo: type) 
     resumed = load_checkpoint(algo, tmp_path / "ckpt", make_env())
     resumed.learn(300, reset_num_timesteps=False)
     assert_same_training_state(reference, resumed)
+
+
+def build_vanilla_ddpg(seed: int = 3) -> DDPG:
+    env = make_env()
+    env.seed(seed)
+    return DDPG("MultiInputPolicy", env, replay_buffer_class=HerReplayBuffer, seed=seed)
+
+
+@pytest.mark.parametrize("algo", [HerDDPG, HerTQC, DDPG])
+def test_checkpoint_without_pickled_buffer_rebuilds_it_from_actions(tmp_path: Path, algo: type) -> None:
+    """A checkpoint carried with replay_actions.npz instead of replay_buffer.pkl resumes to the same result."""
+    build_fn = build_vanilla_ddpg if algo is DDPG else lambda: build(algo)
+    reference = build_fn()
+    reference.learn(600)
+
+    model = build_fn()
+    model.learn(300)
+    save_checkpoint(model, tmp_path / "ckpt", replay_actions=True)
+    pickled_size = (tmp_path / "ckpt" / BUFFER_FILE).stat().st_size
+    assert (tmp_path / "ckpt" / ACTIONS_FILE).stat().st_size < pickled_size / 10
+    (tmp_path / "ckpt" / BUFFER_FILE).unlink()
+    del model
+    with pytest.raises(CheckpointError, match="replay_env"):
+        load_checkpoint(algo, tmp_path / "ckpt", make_env())
+    resumed = load_checkpoint(algo, tmp_path / "ckpt", make_env(), replay_env=make_env())
+    assert resumed.replay_buffer.pos == 300
+    resumed.learn(300, reset_num_timesteps=False)
+    assert_same_training_state(reference, resumed)
+
+
+def test_stale_pickled_buffer_is_replaced_by_the_actions(tmp_path: Path) -> None:
+    model = build(HerDDPG)
+    model.learn(100)
+    save_checkpoint(model, tmp_path / "old")
+    model.learn(100, reset_num_timesteps=False)
+    save_checkpoint(model, tmp_path / "ckpt", replay_actions=True)
+    # The folder now holds the newer model and actions beside the older pickled buffer.
+    (tmp_path / "old" / BUFFER_FILE).replace(tmp_path / "ckpt" / BUFFER_FILE)
+    with pytest.warns(UserWarning, match="does not match"):
+        resumed = load_checkpoint(HerDDPG, tmp_path / "ckpt", make_env(), replay_env=make_env())
+    assert resumed.replay_buffer.pos == 200
+    np.testing.assert_array_equal(resumed.replay_buffer.actions, model.replay_buffer.actions)
+
+
+def test_rebuilt_buffer_that_differs_is_reported(tmp_path: Path) -> None:
+    model = build(HerDDPG)
+    model.learn(100)
+    save_checkpoint(model, tmp_path / "ckpt", replay_actions=True)
+    fresh = build(HerDDPG)
+    fresh.seed = 4  # the replay env is then seeded differently: other goals, another buffer
+    with pytest.raises(CheckpointError, match="differs"):
+        rebuild_replay_buffer(fresh, tmp_path / "ckpt", make_env(), strict=True)
+    with pytest.raises(CheckpointError, match="empty replay buffer"):
+        rebuild_replay_buffer(fresh, tmp_path / "ckpt", make_env())
+    other = build(HerDDPG)
+    other.seed = 4
+    with pytest.warns(UserWarning, match="differs"):
+        assert not rebuild_replay_buffer(other, tmp_path / "ckpt", make_env())
+    assert other.replay_buffer.pos == 100
+
+
+def test_replay_actions_are_not_kept_without_an_episode_boundary(tmp_path: Path) -> None:
+    model = HerDDPG("MultiInputPolicy", make_env(), seed=0, train_freq=1, gradient_steps=1, learning_starts=50)
+    model.learn(100)
+    save_checkpoint(model, tmp_path / "ckpt", replay_actions=True)
+    assert (tmp_path / "ckpt" / ACTIONS_FILE).is_file()
+    model.learn(20, reset_num_timesteps=False)  # inside the third 50-step episode
+    with pytest.warns(UserWarning, match="No replay actions"):
+        save_checkpoint(model, tmp_path / "ckpt", exact=False, replay_actions=True)
+    assert not (tmp_path / "ckpt" / ACTIONS_FILE).exists()
 
 
 def test_exact_checkpoint_needs_episode_boundary(tmp_path: Path) -> None:

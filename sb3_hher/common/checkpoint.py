@@ -19,12 +19,20 @@ generator) and of any env whose unwrapped class defines ``get_state()``/``set_st
 
 Every file is written to a temporary name and renamed, and ``state.pkl`` is written last: a process killed while
 checkpointing leaves the previous complete checkpoint loadable.
+
+A checkpoint that travels (committed to git, copied to another machine) does not need the pickled replay buffer,
+which holds every observation twice: ``save_replay_actions`` stores only the actions of the stored steps (16 bytes a
+step for Fetch instead of about 280) and a digest of the buffer, and ``rebuild_replay_buffer`` steps a fresh env,
+seeded as the training env was, through those actions to refill the buffer (MuJoCo is deterministic), then checks the
+digest. ``load_checkpoint(..., replay_env=...)`` does this when ``replay_buffer.pkl`` is absent.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
+import warnings
 import pickle
 import random
 from pathlib import Path
@@ -32,6 +40,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
@@ -42,6 +51,7 @@ ModelT = TypeVar("ModelT", bound=BaseAlgorithm)
 MODEL_FILE = "model.zip"
 BUFFER_FILE = "replay_buffer.pkl"
 STATE_FILE = "state.pkl"
+ACTIONS_FILE = "replay_actions.npz"
 
 
 class CheckpointError(RuntimeError):
@@ -134,6 +144,130 @@ def _atomic_pickle(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def replay_buffer_digest(buffer: HerReplayBuffer) -> str:
+    """
+    :param buffer: A HER replay buffer
+    :return: SHA-256 of everything ``rebuild_replay_buffer`` restores: the stored part of the observation, action,
+        reward, done, timeout and episode arrays
+    """
+    stored = buffer.buffer_size if buffer.full else buffer.pos
+    digest = hashlib.sha256()
+    arrays = [*(buffer.observations[key] for key in sorted(buffer.observations))]
+    arrays += [*(buffer.next_observations[key] for key in sorted(buffer.next_observations))]
+    arrays += [buffer.actions, buffer.rewards, buffer.dones, buffer.timeouts, buffer.ep_start, buffer.ep_length]
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array[:stored]).tobytes())
+    digest.update(np.asarray([buffer.pos, int(buffer.full)], dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _replayable_buffer(model: BaseAlgorithm) -> HerReplayBuffer:
+    buffer = getattr(model, "replay_buffer", None)
+    if not isinstance(buffer, HerReplayBuffer):
+        raise CheckpointError(
+            f"Replay actions need a HerReplayBuffer (episodes stored in order), got {type(buffer).__name__}: keep the "
+            "pickled replay buffer instead"
+        )
+    if buffer.full:
+        raise CheckpointError(
+            "The replay buffer has wrapped around (its oldest episodes are overwritten), so its content cannot be "
+            "replayed from the first step: keep the pickled replay buffer instead"
+        )
+    if getattr(model, "_vec_normalize_env", None) is not None:
+        raise CheckpointError("Replay actions do not support VecNormalize (the buffer stores unnormalized data)")
+    if not isinstance(model.action_space, spaces.Box):
+        raise CheckpointError(f"Replay actions need a Box action space, got {type(model.action_space).__name__}")
+    return buffer
+
+
+def save_replay_actions(model: BaseAlgorithm, path: str | Path) -> Path:
+    """
+    Store the compact form of the model's replay buffer in the checkpoint folder ``path``: the buffer actions of
+    every stored step and the buffer's digest (``replay_buffer_digest``). ``rebuild_replay_buffer`` refills a buffer
+    from them.
+
+    :param model: A model with a ``HerReplayBuffer`` (or subclass) that has not wrapped around, at an episode
+        boundary of every env
+    :param path: Checkpoint folder (created if needed)
+    :return: The file written
+    """
+    buffer = _replayable_buffer(model)
+    env = model.get_env()
+    if env is not None and not _at_episode_boundary(model, env):
+        raise CheckpointError("Replay actions must be saved at an episode boundary of every env")
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / ACTIONS_FILE
+    tmp = folder / f"{ACTIONS_FILE}.tmp.npz"
+    np.savez_compressed(tmp, actions=buffer.actions[: buffer.pos], digest=np.array(replay_buffer_digest(buffer)))
+    os.replace(tmp, target)
+    return target
+
+
+def rebuild_replay_buffer(
+    model: BaseAlgorithm,
+    path: str | Path,
+    env: VecEnv,
+    strict: bool = False,
+    progress_bar: bool = False,
+) -> bool:
+    """
+    Refill the model's (empty) replay buffer by stepping ``env`` through the actions saved by
+    ``save_replay_actions``, storing each transition as SB3's ``OffPolicyAlgorithm._store_transition`` does.
+
+    :param model: The loaded model; its replay buffer must be empty
+    :param path: Checkpoint folder, or the actions file itself
+    :param env: A fresh env built as the training env was (same id, wrappers, number of envs and ``seed``); it is
+        seeded with ``model.seed`` as SB3 seeds the training env, then reset, and left wherever the last action took it
+    :param strict: Raise ``CheckpointError`` when the rebuilt buffer differs from the saved one (another MuJoCo build,
+        another env version); by default warn and keep the rebuilt transitions, which are still the env's answers to
+        the same actions
+    :param progress_bar: Show a tqdm progress bar
+    :return: Whether the rebuilt buffer equals the saved one exactly
+    """
+    file = Path(path)
+    if file.is_dir():
+        file = file / ACTIONS_FILE
+    buffer = _replayable_buffer(model)
+    if buffer.pos != 0:
+        raise CheckpointError(f"rebuild_replay_buffer needs an empty replay buffer, this one holds {buffer.pos} steps")
+    if env.num_envs != buffer.n_envs:
+        raise CheckpointError(f"The buffer was filled by {buffer.n_envs} envs, the replay env has {env.num_envs}")
+    with np.load(file) as data:
+        actions, expected = data["actions"], str(data["digest"])
+    if actions.shape[1:] != buffer.actions.shape[1:]:
+        raise CheckpointError(f"Saved actions have shape {actions.shape[1:]}, the buffer stores {buffer.actions.shape[1:]}")
+    if model.seed is not None:
+        env.seed(model.seed)
+    last_obs = env.reset()
+    steps: Any = range(len(actions))
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="rebuilding replay buffer", unit="step")
+    for step in steps:
+        buffer_action = actions[step]
+        new_obs, rewards, dones, infos = env.step(model.policy.unscale_action(buffer_action))
+        next_obs = copy.deepcopy(new_obs)
+        for env_idx, done in enumerate(dones):
+            terminal = infos[env_idx].get("terminal_observation") if done else None
+            if terminal is not None:
+                if isinstance(next_obs, dict):
+                    for key in next_obs:
+                        next_obs[key][env_idx] = terminal[key]
+                else:
+                    next_obs[env_idx] = terminal
+        buffer.add(last_obs, next_obs, buffer_action, rewards, dones, infos)
+        last_obs = new_obs
+    exact = replay_buffer_digest(buffer) == expected
+    if not exact:
+        message = f"The replay buffer rebuilt from {file} differs from the saved one (another MuJoCo build or env version?)"
+        if strict:
+            raise CheckpointError(message)
+        warnings.warn(f"{message}: training continues from the rebuilt transitions", stacklevel=2)
+    return exact
+
+
 def _at_episode_boundary(model: BaseAlgorithm, env: VecEnv) -> bool:
     buffer = getattr(model, "replay_buffer", None)
     if isinstance(buffer, HerReplayBuffer):
@@ -151,7 +285,7 @@ def _has_replay_buffer(model: BaseAlgorithm) -> bool:
     return model.replay_buffer is not None or type(model).save_replay_buffer is not OffPolicyAlgorithm.save_replay_buffer
 
 
-def save_checkpoint(model: BaseAlgorithm, path: str | Path, exact: bool = True) -> Path:
+def save_checkpoint(model: BaseAlgorithm, path: str | Path, exact: bool = True, replay_actions: bool = False) -> Path:
     """
     Save everything needed to resume training into the folder ``path``.
 
@@ -159,6 +293,9 @@ def save_checkpoint(model: BaseAlgorithm, path: str | Path, exact: bool = True) 
     :param path: Folder (created if needed)
     :param exact: Also save the env's simulator state (needs an episode boundary of every env and a DummyVecEnv);
         with ``False`` a resumed run starts fresh episodes
+    :param replay_actions: Also write the compact form of the replay buffer (``save_replay_actions``), so that the
+        checkpoint can travel without ``replay_buffer.pkl``; where the buffer cannot be replayed (not a
+        ``HerReplayBuffer``, wrapped around, not at an episode boundary) a warning says so and no actions file is kept
     :return: The folder
     """
     folder = Path(path)
@@ -180,6 +317,13 @@ def save_checkpoint(model: BaseAlgorithm, path: str | Path, exact: bool = True) 
         tmp = folder / f"{BUFFER_FILE}.tmp"
         model.save_replay_buffer(tmp)
         os.replace(tmp, folder / BUFFER_FILE)
+    # An actions file left from an earlier checkpoint would not match the buffer just written.
+    (folder / ACTIONS_FILE).unlink(missing_ok=True)
+    if replay_actions:
+        try:
+            save_replay_actions(model, folder)
+        except CheckpointError as error:
+            warnings.warn(f"No replay actions in this checkpoint: {error}", stacklevel=2)
     state = {
         "numpy": np.random.get_state(),
         "random": random.getstate(),
@@ -197,15 +341,28 @@ def checkpoint_exists(path: str | Path) -> bool:
     return (Path(path) / STATE_FILE).is_file()
 
 
-def load_checkpoint(cls: type[ModelT], path: str | Path, env: VecEnv, device: str = "auto", **kwargs: Any) -> ModelT:
+def load_checkpoint(
+    cls: type[ModelT],
+    path: str | Path,
+    env: VecEnv,
+    device: str = "auto",
+    replay_env: VecEnv | None = None,
+    **kwargs: Any,
+) -> ModelT:
     """
     Load a checkpoint written by ``save_checkpoint`` and restore random and env states: continue with
     ``model.learn(..., reset_num_timesteps=False)``.
+
+    The replay buffer comes from ``replay_buffer.pkl``; where that file is missing (a checkpoint carried without it)
+    or does not match the ``replay_actions.npz`` beside it (written by ``save_replay_actions`` at a later checkpoint),
+    it is rebuilt from the saved actions by stepping ``replay_env`` (``rebuild_replay_buffer``).
 
     :param cls: The algorithm class
     :param path: Folder of the checkpoint
     :param env: The training env, built as for the original run (a DummyVecEnv for an exact checkpoint)
     :param device: Torch device
+    :param replay_env: A second env built and seeded as the training env, to rebuild the replay buffer from saved
+        actions when needed (closed by the caller)
     :param kwargs: Passed to ``cls.load``
     :return: The model
     """
@@ -217,9 +374,29 @@ def load_checkpoint(cls: type[ModelT], path: str | Path, env: VecEnv, device: st
     exact = state["env_states"] is not None
     # force_reset=False keeps the saved last observation, which the restored env state continues from.
     model = cls.load(folder / MODEL_FILE, env=env, device=device, force_reset=not exact, **kwargs)
-    if (folder / BUFFER_FILE).is_file() and isinstance(model, OffPolicyAlgorithm):
-        # The checkpoint ends at an episode boundary (or starts fresh episodes): nothing to truncate.
-        model.load_replay_buffer(folder / BUFFER_FILE, truncate_last_traj=not exact)
+    actions_file = folder / ACTIONS_FILE
+    if isinstance(model, OffPolicyAlgorithm):
+        loaded = False
+        if (folder / BUFFER_FILE).is_file():
+            # The checkpoint ends at an episode boundary (or starts fresh episodes): nothing to truncate.
+            model.load_replay_buffer(folder / BUFFER_FILE, truncate_last_traj=not exact)
+            loaded = True
+            if actions_file.is_file() and isinstance(model.replay_buffer, HerReplayBuffer):
+                with np.load(actions_file) as data:
+                    expected = str(data["digest"])
+                if replay_buffer_digest(model.replay_buffer) != expected:
+                    # A pickled buffer left from an older checkpoint than the model and the actions: load the
+                    # model again, with the empty buffer it is built with, and rebuild that from the actions.
+                    warnings.warn(f"{folder / BUFFER_FILE} does not match {actions_file}: rebuilding it", stacklevel=2)
+                    model = cls.load(folder / MODEL_FILE, env=env, device=device, force_reset=not exact, **kwargs)
+                    loaded = False
+        if not loaded and actions_file.is_file():
+            if replay_env is None:
+                raise CheckpointError(
+                    f"{folder} holds the replay buffer as saved actions ({ACTIONS_FILE}) only: pass replay_env, an env "
+                    "built and seeded as the training env, to rebuild it"
+                )
+            rebuild_replay_buffer(model, folder, replay_env, progress_bar=True)
     if exact:
         model_env = model.get_env()
         assert model_env is not None
