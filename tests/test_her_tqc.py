@@ -221,6 +221,11 @@ def test_vanilla_counterpart_refuses_what_it_cannot_match():
     kwargs = vanilla_tqc_kwargs({"use_sde": True, "stats_window_size": 10, "random_eps": 0.2, "clip_return": None}, 50)
     assert kwargs["use_sde"] is True and kwargs["stats_window_size"] == 10
     assert "random_eps" not in kwargs and "clip_return" not in kwargs
+    # Buffer settings SB3's HerReplayBuffer has are kept (those in replay_buffer_kwargs win, as in HerTQC);
+    # HindsightReplayBuffer's own are what sb3-hher adds.
+    buffer_kwargs = {"episode_priority": "energy", "copy_info_dict": True, "n_sampled_goal": 2}
+    kwargs = vanilla_tqc_kwargs({"replay_buffer_kwargs": buffer_kwargs}, 50)
+    assert kwargs["replay_buffer_kwargs"] == {"n_sampled_goal": 2, "goal_selection_strategy": "future", "copy_info_dict": True}
 
 
 def test_caller_dicts_are_not_modified():

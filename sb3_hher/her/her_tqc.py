@@ -49,7 +49,9 @@ class HerTQC(BaselinesHerMixin, TQC):
     :param gamma: Discount factor; ``None`` means ``1 - 1/T`` with ``T`` the env's time limit (baselines)
     :param train_freq: Collect this much between two training phases
     :param gradient_steps: Gradient steps per training phase
-    :param target_update_interval: Gradient steps between target updates
+    :param target_update_interval: Gradient steps between target updates, counted over the whole run (sb3-contrib's
+        TQC counts within each training phase, so with ``gradient_steps=1`` it updates every step whatever the
+        interval; the two agree at the default of 1)
     :param ent_coef: Entropy coefficient (``"auto"`` learns it, ``"auto_0.1"`` starts it at 0.1)
     :param target_entropy: Target entropy of the learned coefficient (``"auto"``: minus the action dimension)
     :param top_quantiles_to_drop_per_net: Quantiles dropped per critic in the target (TQC's d)

@@ -94,6 +94,25 @@ def _vanilla_policy_kwargs(merged: dict[str, Any]) -> dict[str, Any]:
     return policy_kwargs
 
 
+def _vanilla_replay_buffer_kwargs(merged: dict[str, Any]) -> dict[str, Any]:
+    """
+    :param merged: sb3-hher keyword arguments
+    :return: ``replay_buffer_kwargs`` of SB3's ``HerReplayBuffer``: the relabelling settings, plus those of the given
+        ``replay_buffer_kwargs`` that ``HerReplayBuffer`` also takes; ``HindsightReplayBuffer``'s own (episode
+        priorities, ...) are what sb3-hher adds, left out like the normaliser
+    """
+    import inspect
+
+    accepted = set(inspect.signature(HerReplayBuffer).parameters) - {"buffer_size", "observation_space", "action_space", "env"}
+    given = dict(merged.get("replay_buffer_kwargs") or {})
+    # As in sb3-hher's algorithms, relabelling settings given in replay_buffer_kwargs win over the constructor's.
+    return {
+        "n_sampled_goal": merged["n_sampled_goal"],
+        "goal_selection_strategy": merged["goal_selection_strategy"],
+        **{key: value for key, value in given.items() if key in accepted},
+    }
+
+
 def vanilla_tqc_kwargs(her_kwargs: dict[str, Any], max_episode_steps: int | None) -> dict[str, Any]:
     """
     The vanilla sb3-contrib ``TQC`` + SB3 ``HerReplayBuffer`` configuration matching a ``HerTQC`` one: same
@@ -119,10 +138,7 @@ def vanilla_tqc_kwargs(her_kwargs: dict[str, Any], max_episode_steps: int | None
         **passed,
         "gamma": _resolve_gamma(merged, max_episode_steps),
         "replay_buffer_class": HerReplayBuffer,
-        "replay_buffer_kwargs": {
-            "n_sampled_goal": merged["n_sampled_goal"],
-            "goal_selection_strategy": merged["goal_selection_strategy"],
-        },
+        "replay_buffer_kwargs": _vanilla_replay_buffer_kwargs(merged),
         "policy_kwargs": _vanilla_policy_kwargs(merged),
     }
 
@@ -164,9 +180,6 @@ def vanilla_kwargs(her_kwargs: dict[str, Any], n_actions: int, max_episode_steps
         "gradient_steps": merged["gradient_steps"],
         "action_noise": NormalActionNoise(np.zeros(n_actions), merged["noise_eps"] * np.ones(n_actions)),
         "replay_buffer_class": HerReplayBuffer,
-        "replay_buffer_kwargs": {
-            "n_sampled_goal": merged["n_sampled_goal"],
-            "goal_selection_strategy": merged["goal_selection_strategy"],
-        },
+        "replay_buffer_kwargs": _vanilla_replay_buffer_kwargs(merged),
         "policy_kwargs": policy_kwargs,
     }
