@@ -265,6 +265,63 @@ def _first_crossing(frame: Any, threshold: float) -> float:
     return float(reached["timesteps"].iloc[0]) if len(reached) else float("nan")
 
 
+def _plot_success(ax: Any, group: Any, label: str) -> None:
+    """Mean test success over seeds, with the min-max band, of one algorithm's rows."""
+    curve = group.pivot_table(index="timesteps", columns="seed", values="success_rate")
+    ax.plot(curve.index, curve.mean(axis=1), label=f"{label} ({curve.shape[1]} seeds)")
+    ax.fill_between(curve.index, curve.min(axis=1), curve.max(axis=1), alpha=0.2)
+
+
+def _finish_plot(fig: Any, ax: Any, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("test success rate (deterministic)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(folders: dict[str, str | Path], out_png: str | Path, title: str, at_steps: list[int]) -> str:
+    """
+    Put the runs of several benchmark folders (e.g. with and without demonstrations) in one plot and one table.
+
+    :param folders: Label -> benchmark output folder; each folder's algorithms appear as ``<label> <algo>``
+    :param out_png: Where to write the plot
+    :param title: Plot title
+    :param at_steps: Env steps at which the table gives test success (mean ± std over the seeds that reached them)
+    :return: The markdown table
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    header = " | ".join(f"{steps / 1000:g}k" for steps in at_steps)
+    lines = [f"| run | seeds | {header} |", "|---|---|" + "---|" * len(at_steps)]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, folder in folders.items():
+        paths = sorted((Path(folder) / "runs").glob("*.csv"))
+        if not paths:
+            raise FileNotFoundError(f"No run results under {Path(folder) / 'runs'}")
+        results = pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+        for algo, group in results.groupby("algo", sort=False):
+            name = f"{label} {algo}"
+            _plot_success(ax, group, name)
+            cells = []
+            for steps in at_steps:
+                values = group[group["timesteps"] == steps]["success_rate"].to_numpy()
+                cells.append(f"{values.mean():.2f} ± {values.std():.2f} ({len(values)})" if len(values) else "-")
+            lines.append(f"| {name} | {group['seed'].nunique()} | " + " | ".join(cells) + " |")
+    _finish_plot(fig, ax, title, Path(out_png))
+    return "\n".join(lines)
+
+
 def summarize(out: str | Path, env_id: str = "", note: str = "") -> str:
     """
     Aggregate ``<out>/runs/*.csv`` into ``results.csv``, ``learning_curve.png`` and ``results.md``.
@@ -318,18 +375,8 @@ def summarize(out: str | Path, env_id: str = "", note: str = "") -> str:
             f"| {algo} | {len(seeds)} | {steps} | {finals.mean():.2f} ± {finals.std():.2f} | {crossing(0.5)} | "
             f"{crossing(0.9)} | {train_min:.1f} | {speed:.1f} |"
         )
-        curve = group.pivot_table(index="timesteps", columns="seed", values="success_rate")
-        ax.plot(curve.index, curve.mean(axis=1), label=f"{algo} ({len(seeds)} seeds)")
-        ax.fill_between(curve.index, curve.min(axis=1), curve.max(axis=1), alpha=0.2)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("test success rate (deterministic)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{env_id}: mean and min-max over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "learning_curve.png", dpi=120)
-    plt.close(fig)
+        _plot_success(ax, group, str(algo))
+    _finish_plot(fig, ax, f"{env_id}: mean and min-max over seeds", out / "learning_curve.png")
     table = "\n".join(lines)
     (out / "results.md").write_text(table + ("\n\n" + note if note else "") + "\n")
     return table

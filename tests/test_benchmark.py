@@ -110,3 +110,26 @@ def test_run_carried_without_pickled_buffer_resumes_identically(tmp_path: Path) 
     models = [HerDDPG.load(out / "checkpoints" / "her_ddpg_seed0" / "model.zip") for out in (kept, carried)]
     state_a, state_b = (model.policy.state_dict() for model in models)
     assert all(th.equal(state_a[key], state_b[key]) for key in state_a)
+
+
+def test_compare_folders_table_and_plot(tmp_path: Path) -> None:
+    import pandas as pd
+
+    columns = benchmark.CSV_COLUMNS
+    for folder, algo, values in (("a", "her_ddpg", (0.1, 0.9)), ("b", "her_ddpg", (0.0, 0.2)), ("b", "ddpg", (0.0, 0.1))):
+        for seed in (0, 1):
+            runs = tmp_path / folder / "runs"
+            runs.mkdir(parents=True, exist_ok=True)
+            frame = [[algo, seed, steps, value + 0.1 * seed, -1.0, 1.0, 1.0] for steps, value in zip((100, 200), values, strict=True)]
+            pd.DataFrame(frame, columns=columns).to_csv(runs / f"{algo}_seed{seed}.csv", index=False)
+    table = benchmark.compare({"demos": tmp_path / "a", "no demos": tmp_path / "b"}, tmp_path / "c.png", "t", [200, 300])
+    lines = table.splitlines()
+    assert lines[0] == "| run | seeds | 0.2k | 0.3k |"
+    assert sorted(lines[2:]) == [
+        "| demos her_ddpg | 2 | 0.95 ± 0.05 (2) | - |",
+        "| no demos ddpg | 2 | 0.15 ± 0.05 (2) | - |",
+        "| no demos her_ddpg | 2 | 0.25 ± 0.05 (2) | - |",
+    ]
+    assert (tmp_path / "c.png").stat().st_size > 0
+    with pytest.raises(FileNotFoundError, match="No run results"):
+        benchmark.compare({"x": tmp_path / "missing"}, tmp_path / "d.png", "t", [100])

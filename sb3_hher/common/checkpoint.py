@@ -239,7 +239,7 @@ def rebuild_replay_buffer(
         raise CheckpointError(f"Saved actions have shape {actions.shape[1:]}, the buffer stores {buffer.actions.shape[1:]}")
     if model.seed is not None:
         env.seed(model.seed)
-    last_obs = env.reset()
+    last_obs: Any = env.reset()
     steps: Any = range(len(actions))
     if progress_bar:
         from tqdm.auto import tqdm
@@ -248,7 +248,7 @@ def rebuild_replay_buffer(
     for step in steps:
         buffer_action = actions[step]
         new_obs, rewards, dones, infos = env.step(model.policy.unscale_action(buffer_action))
-        next_obs = copy.deepcopy(new_obs)
+        next_obs: Any = copy.deepcopy(new_obs)
         for env_idx, done in enumerate(dones):
             terminal = infos[env_idx].get("terminal_observation") if done else None
             if terminal is not None:
