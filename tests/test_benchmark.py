@@ -120,7 +120,8 @@ def test_compare_folders_table_and_plot(tmp_path: Path) -> None:
         for seed in (0, 1):
             runs = tmp_path / folder / "runs"
             runs.mkdir(parents=True, exist_ok=True)
-            frame = [[algo, seed, steps, value + 0.1 * seed, -1.0, 1.0, 1.0] for steps, value in zip((100, 200), values, strict=True)]
+            pairs = zip((100, 200), values, strict=True)
+            frame = [[algo, seed, steps, value + 0.1 * seed, -1.0, 1.0, 1.0] for steps, value in pairs]
             pd.DataFrame(frame, columns=columns).to_csv(runs / f"{algo}_seed{seed}.csv", index=False)
     table = benchmark.compare({"demos": tmp_path / "a", "no demos": tmp_path / "b"}, tmp_path / "c.png", "t", [200, 300])
     lines = table.splitlines()
