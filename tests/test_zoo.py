@@ -16,10 +16,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
 import sb3_hher
+from sb3_hher.benchmark import CSV_COLUMNS
 from sb3_hher.common.buffers import HindsightReplayBuffer
 from sb3_hher.common.goal_env import import_robotics, make_goal_env
 from sb3_hher.her.presets import get_preset, vanilla_kwargs, vanilla_tqc_kwargs
@@ -35,6 +37,7 @@ from sb3_hher.zoo.hyperparams_opt import (
     sample_her_tqc_params,
 )
 from sb3_hher.zoo.registration import REPOSITORY_HYPERPARAMS, find_config, register, zoo_algorithms
+from sb3_hher.zoo.results import zoo_runs_to_csv
 
 pytest.importorskip("rl_zoo3")
 
@@ -412,6 +415,12 @@ def test_zoo_train(algo: str, zoo_dir: Path, trained: dict[str, str]) -> None:
     assert "is_success" in (run_dir / "0.monitor.csv").read_text().splitlines()[1]
     model = zoo_algorithms()[algo].load(run_dir / "FetchReach-v4.zip", env=_fetch_env())
     assert model.num_timesteps == 300
+    # The evaluations in the benchmark runner's format (examples/zoo_vs_runner.py).
+    (csv,) = zoo_runs_to_csv(zoo_dir / "logs" / algo, "FetchReach-v4", algo, zoo_dir / "as_runner" / algo)
+    frame = pd.read_csv(csv)
+    evaluations = np.load(run_dir / "evaluations.npz")
+    assert list(frame.columns) == CSV_COLUMNS and list(frame["timesteps"]) == list(evaluations["timesteps"])
+    np.testing.assert_allclose(frame["success_rate"], evaluations["successes"].mean(axis=1))
 
 
 def _fetch_env() -> gym.Env:
