@@ -239,26 +239,23 @@ def rebuild_replay_buffer(
         raise CheckpointError(f"Saved actions have shape {actions.shape[1:]}, the buffer stores {buffer.actions.shape[1:]}")
     if model.seed is not None:
         env.seed(model.seed)
-    last_obs: Any = env.reset()
     steps: Any = range(len(actions))
     if progress_bar:
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc="rebuilding replay buffer", unit="step")
-    for step in steps:
-        buffer_action = actions[step]
-        new_obs, rewards, dones, infos = env.step(model.policy.unscale_action(buffer_action))
-        next_obs: Any = copy.deepcopy(new_obs)
-        for env_idx, done in enumerate(dones):
-            terminal = infos[env_idx].get("terminal_observation") if done else None
-            if terminal is not None:
-                if isinstance(next_obs, dict):
-                    for key in next_obs:
-                        next_obs[key][env_idx] = terminal[key]
-                else:
-                    next_obs[env_idx] = terminal
-        buffer.add(last_obs, next_obs, buffer_action, rewards, dones, infos)
-        last_obs = new_obs
+    # SB3's own _store_transition (terminal observations, timeouts), not an algorithm's override: sb3-hher's also feeds
+    # the normaliser, whose loaded statistics already hold these episodes. It moves the model's last observation,
+    # restored afterwards.
+    saved_last = (model._last_obs, model._last_original_obs)  # type: ignore[attr-defined]
+    model._last_obs = env.reset()  # type: ignore[attr-defined,assignment]
+    try:
+        for step in steps:
+            buffer_action = actions[step]
+            new_obs, rewards, dones, infos = env.step(model.policy.unscale_action(buffer_action))
+            OffPolicyAlgorithm._store_transition(model, buffer, buffer_action, new_obs, rewards, dones, infos)  # type: ignore[arg-type]
+    finally:
+        model._last_obs, model._last_original_obs = saved_last  # type: ignore[attr-defined]
     exact = replay_buffer_digest(buffer) == expected
     if not exact:
         message = f"The replay buffer rebuilt from {file} differs from the saved one (another MuJoCo build or env version?)"
