@@ -29,6 +29,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "baselines": {},
     # HerDDPG/HerTD3 on the schedule above: about 15 ms per FetchPush step on one CPU thread (3 x 256 networks).
     "fetch-one-env": dict(_ONE_UPDATE_PER_STEP),
+    # "Virtual workers" for FetchPush with one env: the per-update dynamics of baselines with 8 MPI workers (the
+    # TianhongDai port solves Push in ~40k updates that way), i.e. batches of 8 x 256 = 2048, target networks moved
+    # with polyak 0.95 once every 40 updates, on the data of one env: 10 updates per 50-step episode (410 replayed
+    # transitions per env step, about 20 ms per FetchPush step on one CPU thread with 3 x 256 networks).
+    "fetch-push-one-env": {
+        "batch_size": 2048,
+        "train_freq": (1, "episode"),
+        "gradient_steps": 10,
+        "target_update_interval": 40,
+        "tau": 0.05,
+        "learning_starts": 1000,
+    },
     # HerTQC on the same schedule, which is its constructor defaults written out: about 37 ms per FetchPush step on
     # one CPU thread (3 x 256 networks, 2 critics of 25 quantiles).
     "tqc-one-env": dict(_ONE_UPDATE_PER_STEP),
