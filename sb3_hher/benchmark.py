@@ -402,7 +402,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _schedule_or_value(value: Any) -> Any:
     """
     ``--set`` values are python literals, kept as text otherwise (so that ``config.json`` stores them); the text
-    ``LinearSchedule(start, end, end_fraction)`` becomes SB3's schedule, e.g. ``random_eps=LinearSchedule(1.0,0.3,0.3)``.
+    ``LinearSchedule(start, end, end_fraction)`` becomes SB3's schedule, with positional arguments
+    (``random_eps=LinearSchedule(1.0,0.3,0.3)``) or keyword ones as SB3's own repr writes them
+    (``LinearSchedule(start=1.0, end=0.3, end_fraction=0.3)``).
 
     :param value: A parsed override
     :return: The value to pass to the algorithm
@@ -414,7 +416,20 @@ def _schedule_or_value(value: Any) -> Any:
 
             from stable_baselines3.common.utils import LinearSchedule
 
-            return LinearSchedule(*ast.literal_eval(f"({text[len('LinearSchedule(') : -1]},)"))
+            error = ValueError(f"Cannot read {value!r} as LinearSchedule(start, end, end_fraction) with number arguments")
+            try:
+                call = ast.parse(text, mode="eval").body
+                args = [ast.literal_eval(arg) for arg in getattr(call, "args", [])]
+                kwargs = {str(keyword.arg): ast.literal_eval(keyword.value) for keyword in getattr(call, "keywords", [])}
+            except (SyntaxError, ValueError) as parse_error:
+                raise error from parse_error
+            numbers = [*args, *kwargs.values()]
+            if not all(isinstance(number, int | float) and not isinstance(number, bool) for number in numbers):
+                raise error
+            try:
+                return LinearSchedule(*args, **kwargs)
+            except TypeError as call_error:
+                raise error from call_error
     return value
 
 

@@ -65,6 +65,8 @@ def test_evaluations_rounded_to_whole_episodes_for_exact_checkpoints(tmp_path: P
 
 
 def test_linear_schedule_overrides():
+    from stable_baselines3.common.utils import LinearSchedule
+
     from sb3_hher.benchmark import _parse_overrides, _schedule_or_value
 
     overrides = _parse_overrides(["random_eps=LinearSchedule(1.0, 0.3, 0.5)", "tau=0.01"])
@@ -72,6 +74,11 @@ def test_linear_schedule_overrides():
     schedule = _schedule_or_value(overrides["random_eps"])
     assert schedule(1.0) == 1.0 and schedule(0.5) == pytest.approx(0.3) and schedule(0.0) == pytest.approx(0.3)
     assert _schedule_or_value("auto") == "auto"
+    # SB3's own repr, as a user copies it from a log, reads the same.
+    keyword = _schedule_or_value(repr(LinearSchedule(1.0, 0.3, 0.5)))
+    assert [keyword(p) for p in (1.0, 0.5, 0.0)] == [schedule(p) for p in (1.0, 0.5, 0.0)]
+    with pytest.raises(ValueError, match="LinearSchedule"):
+        _schedule_or_value("LinearSchedule(1.0, 'a', 0.5)")
 
 
 def test_schedules_follow_the_whole_budget_across_chunks():
