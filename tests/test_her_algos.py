@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from sb3_hher import HerDDPG, HerTD3
 from sb3_hher.common.goal_env import GoalEnvError
-from sb3_hher.her import core
+from sb3_hher.her import core, presets
 
 ALGOS = [HerDDPG, HerTD3]
 
@@ -482,3 +482,32 @@ def test_random_eps_schedule(algo, tmp_path):
     assert loaded.random_eps_at(1.0) == 1.0 and loaded.random_eps_at(0.25) == 0.0
     with pytest.raises(ValueError, match="random_eps is a probability"):
         make_model(algo, random_eps=LinearSchedule(1.5, 0.3, 0.5))
+
+
+# --- Presets --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(set(presets.PRESETS) - {"tqc-one-env"}))
+@pytest.mark.parametrize("algo", ALGOS)
+def test_flat_presets_build_ours_and_vanilla(name, algo):
+    """Every flat preset is a valid HerDDPG/HerTD3 configuration, and has a vanilla SB3 counterpart that builds."""
+    from stable_baselines3 import DDPG
+
+    kwargs = {**presets.get_preset(name), "buffer_size": 5_000, "policy_kwargs": {"net_arch": [32, 32]}}
+    env = make_point_env()
+    model = algo("MultiInputPolicy", env, seed=0, **kwargs)
+    for key in ("batch_size", "gradient_steps", "target_update_interval", "tau", "learning_starts"):
+        if key in kwargs:
+            assert getattr(model, key) == kwargs[key], key
+    vanilla = DDPG("MultiInputPolicy", env, seed=0, **presets.vanilla_kwargs(kwargs, 2, 50))
+    assert (vanilla.batch_size, vanilla.gradient_steps) == (model.batch_size, model.gradient_steps)
+    assert vanilla.train_freq == model.train_freq
+
+
+def test_push_preset_replays_baselines_eight_worker_batches():
+    """fetch-push-one-env: baselines' per-update dynamics with 8 MPI workers (batch 8 x 256, polyak 0.95 every 40
+    updates) at 10 updates per 50-step Fetch episode."""
+    preset = presets.get_preset("fetch-push-one-env")
+    assert preset["batch_size"] == 8 * 256
+    assert (preset["tau"], preset["target_update_interval"]) == (0.05, 40)
+    assert preset["train_freq"] == (1, "episode") and preset["batch_size"] * preset["gradient_steps"] / 50 > 400
