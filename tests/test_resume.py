@@ -96,6 +96,23 @@ def test_checkpoint_without_pickled_buffer_rebuilds_it_from_actions(tmp_path: Pa
     assert_same_training_state(reference, resumed)
 
 
+def test_buffer_filled_exactly_once_is_rebuilt_from_actions(tmp_path: Path) -> None:
+    """A run whose budget equals its buffer size (the benchmark runner's default) ends with a buffer that is full but
+    never overwritten: its actions are still a complete record; one more episode makes them incomplete."""
+    model = HerDDPG("MultiInputPolicy", make_env(), seed=3, gradient_steps=5, buffer_size=200)
+    model.learn(200)
+    assert model.replay_buffer.full and model.replay_buffer.pos == 0
+    save_checkpoint(model, tmp_path / "ckpt", replay_actions=True)
+    (tmp_path / "ckpt" / BUFFER_FILE).unlink()
+    resumed = load_checkpoint(HerDDPG, tmp_path / "ckpt", make_env(), replay_env=make_env())
+    assert resumed.replay_buffer.full and resumed.replay_buffer.pos == 0
+    np.testing.assert_array_equal(resumed.replay_buffer.actions, model.replay_buffer.actions)
+    model.learn(50, reset_num_timesteps=False)
+    with pytest.warns(UserWarning, match="wrapped around"):
+        save_checkpoint(model, tmp_path / "later", replay_actions=True)
+    assert not (tmp_path / "later" / ACTIONS_FILE).exists()
+
+
 def test_stale_pickled_buffer_is_replaced_by_the_actions(tmp_path: Path) -> None:
     model = build(HerDDPG)
     model.learn(100)

@@ -161,6 +161,15 @@ def replay_buffer_digest(buffer: HerReplayBuffer) -> str:
     return digest.hexdigest()
 
 
+def _stored_steps(model: BaseAlgorithm, buffer: HerReplayBuffer) -> int:
+    """
+    :return: Steps per env written into ``buffer`` since training started: a buffer that is ``full`` with ``pos`` 0
+        has been filled exactly once (nothing overwritten, e.g. a run whose budget is its buffer size) only when this
+        equals its size
+    """
+    return int(model.num_timesteps) // buffer.n_envs
+
+
 def _replayable_buffer(model: BaseAlgorithm) -> HerReplayBuffer:
     buffer = getattr(model, "replay_buffer", None)
     if not isinstance(buffer, HerReplayBuffer):
@@ -168,7 +177,7 @@ def _replayable_buffer(model: BaseAlgorithm) -> HerReplayBuffer:
             f"Replay actions need a HerReplayBuffer (episodes stored in order), got {type(buffer).__name__}: keep the "
             "pickled replay buffer instead"
         )
-    if buffer.full:
+    if buffer.full and _stored_steps(model, buffer) > buffer.buffer_size:
         raise CheckpointError(
             "The replay buffer has wrapped around (its oldest episodes are overwritten), so its content cannot be "
             "replayed from the first step: keep the pickled replay buffer instead"
@@ -199,7 +208,8 @@ def save_replay_actions(model: BaseAlgorithm, path: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / ACTIONS_FILE
     tmp = folder / f"{ACTIONS_FILE}.tmp.npz"
-    np.savez_compressed(tmp, actions=buffer.actions[: buffer.pos], digest=np.array(replay_buffer_digest(buffer)))
+    stored = buffer.buffer_size if buffer.full else buffer.pos
+    np.savez_compressed(tmp, actions=buffer.actions[:stored], digest=np.array(replay_buffer_digest(buffer)))
     os.replace(tmp, target)
     return target
 
