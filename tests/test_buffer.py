@@ -332,6 +332,85 @@ def test_compute_reward_is_not_pickled():
     np.testing.assert_array_equal(restored.ep_length, buffer.ep_length)
 
 
+@pytest.mark.parametrize("n_envs", [1, 2])
+@pytest.mark.parametrize("copy_info_dict", [False, True])
+@pytest.mark.parametrize("episode_priority", [None, "energy"])
+@pytest.mark.parametrize("n_adds", [0, 7, 30])
+def test_pickle_holds_the_stored_rows_only(n_envs, copy_info_dict, episode_priority, n_adds):
+    """A buffer not yet full pickles what it holds (not its capacity) and unpickles to the same arrays and batches."""
+    import pickle
+
+    buffer = make_buffer(
+        30, n_envs, n_sampled_goal=4, copy_info_dict=copy_info_dict, episode_priority=episode_priority, energy_dt=0.04
+    )
+    feeder = SyntheticEpisodes(buffer, [5, 3])
+    for _ in range(n_adds):
+        feeder.step()
+    data = pickle.dumps(buffer)
+    restored = pickle.loads(data)
+    for name in ("observations", "next_observations"):
+        for key in OBS_SPACE.spaces:
+            original, copy = getattr(buffer, name)[key], getattr(restored, name)[key]
+            assert copy.shape == original.shape and copy.dtype == original.dtype
+            np.testing.assert_array_equal(copy, original)
+    for name in ("actions", "rewards", "dones", "timeouts", "ep_start", "ep_length"):
+        np.testing.assert_array_equal(getattr(restored, name), getattr(buffer, name))
+        assert getattr(restored, name).dtype == getattr(buffer, name).dtype
+    assert restored.infos.shape == buffer.infos.shape
+    if copy_info_dict:
+        assert all(isinstance(info, dict) for info in restored.infos.flat)
+        assert [info for info in restored.infos.flat] == [info for info in buffer.infos.flat]
+    if episode_priority is not None:
+        np.testing.assert_array_equal(restored.transition_priority, buffer.transition_priority)
+    assert (restored.pos, restored.full) == (buffer.pos, buffer.full)
+    # The copy fills and samples exactly as the original: same batches under the same seed, before and after more
+    # episodes (which wrap both around their capacity).
+    import copy
+
+    restored.set_env(buffer.env)
+    twin = SyntheticEpisodes.__new__(SyntheticEpisodes)
+    twin.__dict__.update(copy.deepcopy({key: value for key, value in feeder.__dict__.items() if key != "buffer"}))
+    twin.buffer = restored
+    for extra in (0, 40):
+        for _ in range(extra):
+            feeder.step()
+            twin.step()
+        if buffer.valid_indices().size:
+            np.random.seed(extra)
+            expected = buffer.sample(8)
+            np.random.seed(extra)
+            batch = restored.sample(8)
+            for key in OBS_SPACE.spaces:
+                np.testing.assert_array_equal(batch.observations[key].numpy(), expected.observations[key].numpy())
+            np.testing.assert_array_equal(batch.rewards.numpy(), expected.rewards.numpy())
+
+
+def test_pickle_size_follows_the_content_not_the_capacity():
+    import pickle
+
+    buffer = make_buffer(20_000, 1, n_sampled_goal=4)
+    feeder = SyntheticEpisodes(buffer, [5])
+    for _ in range(10):
+        feeder.step()
+    allocated = sum(array.nbytes for array in (*buffer.observations.values(), *buffer.next_observations.values()))
+    assert allocated > 1_000_000
+    assert len(pickle.dumps(buffer)) < 20_000
+
+
+def test_full_buffer_pickles_whole():
+    import pickle
+
+    buffer = make_buffer(10, 1, n_sampled_goal=4)
+    feeder = SyntheticEpisodes(buffer, [5])
+    for _ in range(13):
+        feeder.step()
+    assert buffer.full
+    restored = pickle.loads(pickle.dumps(buffer))
+    for key in OBS_SPACE.spaces:
+        np.testing.assert_array_equal(restored.observations[key], buffer.observations[key])
+    np.testing.assert_array_equal(restored.ep_start, buffer.ep_start)
+
+
 def test_last_episode_indices_needs_a_closed_episode():
     buffer = make_buffer(50, 1, n_sampled_goal=4)
     feeder = SyntheticEpisodes(buffer, [5])

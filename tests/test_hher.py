@@ -402,6 +402,12 @@ def test_replay_buffer_round_trip(tmp_path: Any) -> None:
     for old, new in zip(model.levels, fresh.levels, strict=True):
         assert new.replay_buffer.pos == old.replay_buffer.pos
         assert new.replay_buffer.n_penalty == old.replay_buffer.n_penalty
+        # Buffers pickle their stored rows only and unpickle to the allocated capacity, contents unchanged.
+        for name in ("penalty_observations", "penalty_next_observations", "observations", "next_observations"):
+            for key, array in getattr(old.replay_buffer, name).items():
+                np.testing.assert_array_equal(getattr(new.replay_buffer, name)[key], array)
+        for name in ("penalty_actions", "penalty_rewards", "actions", "ep_length"):
+            np.testing.assert_array_equal(getattr(new.replay_buffer, name), getattr(old.replay_buffer, name))
     fresh.levels[1].replay_buffer.sample(16)
     fresh.learn(total_timesteps=12)
 

@@ -20,6 +20,59 @@ from sb3_hher.common.goal_env import call_compute_reward, check_goal_observation
 RewardFn = Callable[[np.ndarray, np.ndarray, Any], np.ndarray]
 
 
+_TRIMMED_KEY = "_pickled_rows"
+
+
+def _trim_rows(state: dict[str, Any], names: tuple[str, ...], rows: int, capacity: int, tag: str = "") -> None:
+    """
+    Replace the per-slot arrays ``names`` of a pickled buffer state (arrays, or dicts of arrays, whose first dimension is
+    ``capacity``) by their first ``rows`` rows, and note what ``_pad_rows`` needs to restore them.
+
+    :param state: The state being pickled (modified in place; the buffer's own arrays are not touched)
+    :param names: Keys of the per-slot arrays in ``state``; arrays of another length are left whole
+    :param rows: Number of stored rows
+    :param capacity: Number of rows of the allocated arrays
+    :param tag: Distinguishes several groups of arrays of one buffer (with their own capacity)
+    """
+    trimmed = []
+    for name in names:
+        value = state.get(name)
+        if isinstance(value, dict) and all(len(array) == capacity for array in value.values()):
+            state[name] = {key: array[:rows].copy() for key, array in value.items()}
+        elif isinstance(value, np.ndarray) and len(value) == capacity:
+            state[name] = value[:rows].copy()
+        else:
+            continue
+        trimmed.append(name)
+    state[_TRIMMED_KEY + tag] = (capacity, trimmed)
+
+
+def _pad_rows(state: dict[str, Any], tag: str = "") -> None:
+    """
+    Undo ``_trim_rows`` on an unpickled state: every trimmed array gets its capacity back, the new rows as allocated
+    (zeros; empty dicts for info slots). A state pickled without trimming is left as it is.
+
+    :param state: The unpickled state (modified in place)
+    :param tag: The group, as given to ``_trim_rows``
+    """
+    record = state.pop(_TRIMMED_KEY + tag, None)
+    if record is None:
+        return
+    capacity, trimmed = record
+
+    def pad(array: np.ndarray) -> np.ndarray:
+        full = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
+        if array.dtype == object:
+            for index in np.ndindex(full.shape):
+                full[index] = {}
+        full[: len(array)] = array
+        return full
+
+    for name in trimmed:
+        value = state[name]
+        state[name] = {key: pad(array) for key, array in value.items()} if isinstance(value, dict) else pad(value)
+
+
 class HindsightReplayBuffer(HerReplayBuffer):
     """
     SB3's ``HerReplayBuffer`` (episode bookkeeping, ``future``/``final``/``episode`` relabelling at sample
@@ -154,13 +207,35 @@ class HindsightReplayBuffer(HerReplayBuffer):
         # Cumulative weights over `valid_indices()`, rebuilt with them.
         self._priority_cdf = None
 
+    #: Per-slot arrays (first dimension ``buffer_size``) that a buffer not yet full pickles up to ``pos`` only.
+    _SLOT_ARRAYS = (
+        "observations",
+        "next_observations",
+        "actions",
+        "rewards",
+        "dones",
+        "timeouts",
+        "ep_start",
+        "ep_length",
+        "infos",
+        "transition_priority",
+    )
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         # A reward function given by the owner (a closure, a bound method) is set again by the owner after loading.
         state["compute_reward"] = None
         state["_valid_indices"] = None
         state["_priority_cdf"] = None
+        if not self.full:
+            # The slots after `pos` are the zeros they were allocated with: pickle the stored rows only (a buffer sized
+            # for a whole run pickles to the size of what it holds), `__setstate__` pads them back.
+            _trim_rows(state, self._SLOT_ARRAYS, self.pos, self.buffer_size)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _pad_rows(state)
+        super().__setstate__(state)
 
     def _resolve_energy_dt(self) -> float:
         """

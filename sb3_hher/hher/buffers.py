@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from sb3_hher.common.buffers import HindsightReplayBuffer, RewardFn
+from sb3_hher.common.buffers import HindsightReplayBuffer, RewardFn, _pad_rows, _trim_rows
 
 
 def _storage_dtype(dtype: np.dtype | None) -> np.dtype:
@@ -95,6 +97,19 @@ class LevelReplayBuffer(HindsightReplayBuffer):
         self.penalty_rewards = np.zeros(self.penalty_buffer_size, dtype=np.float32)
         self.penalty_pos = 0
         self.penalty_full = False
+
+    _PENALTY_ARRAYS = ("penalty_observations", "penalty_next_observations", "penalty_actions", "penalty_rewards")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        if not self.penalty_full:
+            # As for the episode transitions: the penalty store pickles its stored rows only.
+            _trim_rows(state, self._PENALTY_ARRAYS, self.penalty_pos, self.penalty_buffer_size, tag="_penalty")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _pad_rows(state, tag="_penalty")
+        super().__setstate__(state)
 
     @property
     def n_penalty(self) -> int:
