@@ -109,6 +109,17 @@ def evaluate_success(model: Any, env: Any, n_episodes: int) -> tuple[float, floa
     return (float(np.mean(successes)) if successes else float("nan")), float(mean_reward)
 
 
+def _steps_per_round(env: Any, n_envs: int) -> int:
+    """
+    :param env: The training VecEnv
+    :param n_envs: Its number of envs
+    :return: Env steps of one episode of every env when episodes have a fixed length (a time limit), else 1
+    """
+    spec = env.get_attr("spec")[0]
+    max_steps = getattr(spec, "max_episode_steps", None)
+    return int(max_steps) * n_envs if max_steps else 1
+
+
 def _make_model(spec: JobSpec, env: Any) -> Any:
     from sb3_hher.common.goal_env import check_goal_env
     from sb3_hher.her.presets import get_preset, vanilla_kwargs, vanilla_tqc_kwargs
@@ -117,7 +128,10 @@ def _make_model(spec: JobSpec, env: Any) -> Any:
     # Presets are flat-agent settings; HHER takes its own defaults plus the command's overrides.
     overrides = {key: _schedule_or_value(value) for key, value in spec.overrides.items()}
     kwargs = {**({} if spec.algo == "hher" else get_preset(spec.preset)), **overrides}
-    kwargs.setdefault("buffer_size", max(spec.total_timesteps, 1000))
+    # The whole run fits in the buffer: the budget rounded up to whole episodes of all envs, as the runner's chunks are
+    # (a buffer that never wraps keeps its checkpoints portable: replay actions need every step from the first).
+    round_to = _steps_per_round(env, spec.n_envs)
+    kwargs.setdefault("buffer_size", max(-(-spec.total_timesteps // round_to) * round_to, 1000))
     if not is_ours:
         goal_spec = check_goal_env(env)
         if spec.algo == "tqc":
@@ -197,8 +211,7 @@ def run_job(spec: JobSpec) -> str:
     # Exact checkpoints need every env at an episode boundary: with fixed-length episodes (a time limit, no
     # termination) chunks are rounded up to whole episodes of all envs (evaluations at 50,400 rather than 50,000
     # with 600-step episodes). Envs whose episodes end early fall back to an inexact checkpoint below.
-    max_steps = env.get_attr("spec")[0].max_episode_steps
-    round_to = max_steps * spec.n_envs if max_steps else 1
+    round_to = _steps_per_round(env, spec.n_envs)
     while model.num_timesteps < spec.total_timesteps:
         chunk = min(spec.eval_freq, spec.total_timesteps - model.num_timesteps)
         chunk = -(-(model.num_timesteps + chunk) // round_to) * round_to - model.num_timesteps
@@ -347,17 +360,25 @@ def summarize(out: str | Path, env_id: str = "", note: str = "") -> str:
     lines = [
         f"### {env_id}".rstrip(),
         "",
-        "| algo | seeds | steps | success at last eval (mean ± std) | steps to 0.5 | steps to 0.9 "
+        "| algo | seeds | steps | success at these steps (mean ± std) | steps to 0.5 | steps to 0.9 "
         "| train time (min) | env steps/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    further: list[str] = []
     for algo, group in results.groupby("algo", sort=False):
         seeds = sorted(group["seed"].unique())
         per_seed = [group[group["seed"] == seed].sort_values("timesteps") for seed in seeds]
         last = [frame.iloc[-1] for frame in per_seed]
-        finals = np.array([row["success_rate"] for row in last])
+        # Seeds are compared at the last step all of them reached; seeds that went further are listed under the table.
         steps = int(min(row["timesteps"] for row in last))
+        at_common = [frame[frame["timesteps"] <= steps].iloc[-1] for frame in per_seed]
+        finals = np.array([row["success_rate"] for row in at_common])
+        further.extend(
+            f"{algo} seed {seed}: {row['success_rate']:.2f} at {int(row['timesteps'])}"
+            for seed, row in zip(seeds, last, strict=True)
+            if int(row["timesteps"]) > steps
+        )
 
         def crossing(threshold: float, per_seed: list = per_seed) -> str:
             values = [_first_crossing(frame, threshold) for frame in per_seed]
@@ -368,7 +389,8 @@ def summarize(out: str | Path, env_id: str = "", note: str = "") -> str:
             text = f"{mean / 1000:.0f}k" if mean >= 10_000 else f"{mean / 1000:.1f}k"
             return text if len(reached) == len(values) else f"{text} ({len(reached)}/{len(values)} seeds)"
 
-        train_min = np.mean([row["train_time_s"] for row in last]) / 60
+        # Training time to the table's step; throughput over each seed's whole run.
+        train_min = np.mean([row["train_time_s"] for row in at_common]) / 60
         # Overall training throughput: env steps over training wall time (evaluation and checkpoints excluded).
         speed = np.mean([row["timesteps"] / row["train_time_s"] for row in last if row["train_time_s"] > 0])
         lines.append(
@@ -377,6 +399,8 @@ def summarize(out: str | Path, env_id: str = "", note: str = "") -> str:
         )
         _plot_success(ax, group, str(algo))
     _finish_plot(fig, ax, f"{env_id}: mean and min-max over seeds", out / "learning_curve.png")
+    if further:
+        lines += ["", "Seeds that went further than the step of the table: " + "; ".join(further) + "."]
     table = "\n".join(lines)
     (out / "results.md").write_text(table + ("\n\n" + note if note else "") + "\n")
     return table

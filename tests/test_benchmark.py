@@ -141,3 +141,38 @@ def test_compare_folders_table_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / "c.png").stat().st_size > 0
     with pytest.raises(FileNotFoundError, match="No run results"):
         benchmark.compare({"x": tmp_path / "missing"}, tmp_path / "d.png", "t", [100])
+
+
+@pytest.mark.parametrize(("total", "n_envs", "expected"), [(2010, 1, 2050), (2000, 1, 2000), (2010, 2, 2100), (300, 1, 1000)])
+def test_runner_buffer_holds_the_whole_rounded_budget(total: int, n_envs: int, expected: int) -> None:
+    """The last chunk runs to whole episodes: the buffer the runner sizes must hold those steps, so it never wraps."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_hher.common.goal_env import import_robotics
+
+    import_robotics()
+    spec = benchmark.JobSpec("her_ddpg", 0, "FetchReach-v4", "baselines", total, 1000, 1, n_envs, 1, "unused")
+    env = make_vec_env("FetchReach-v4", n_envs=n_envs, seed=0)
+    try:
+        model = benchmark._make_model(spec, env)
+        assert model.buffer_size == expected
+        assert model.replay_buffer.buffer_size * n_envs == expected
+    finally:
+        env.close()
+
+
+def test_summary_compares_seeds_at_the_step_all_reached(tmp_path: Path) -> None:
+    """A seed that ran further is read at the common step in the table and listed with its last value under it."""
+    import pandas as pd
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    curves = {0: [(100, 0.2, 60.0), (200, 0.4, 120.0)], 1: [(100, 0.6, 60.0), (200, 0.8, 120.0), (300, 1.0, 180.0)]}
+    for seed, points in curves.items():
+        frame = [["her_ddpg", seed, steps, value, -1.0, time, steps / time] for steps, value, time in points]
+        pd.DataFrame(frame, columns=benchmark.CSV_COLUMNS).to_csv(runs / f"her_ddpg_seed{seed}.csv", index=False)
+    table = benchmark.summarize(tmp_path, "t")
+    # Mean 0.6 +- 0.2 at 200 steps (not 0.7 with seed 1's value at 300), 2 minutes of training to that step; the
+    # crossings read whole runs, with the share of seeds that got there.
+    assert "| her_ddpg | 2 | 200 | 0.60 ± 0.20 | 0.1k (1/2 seeds) | 0.3k (1/2 seeds) | 2.0 | 1.7 |" in table
+    assert table.splitlines()[-1] == "Seeds that went further than the step of the table: her_ddpg seed 1: 1.00 at 300."
