@@ -29,6 +29,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "baselines": {},
     # HerDDPG/HerTD3 on the schedule above: about 15 ms per FetchPush step on one CPU thread (3 x 256 networks).
     "fetch-one-env": dict(_ONE_UPDATE_PER_STEP),
+    # The same schedule with 3 x 512 networks (actor and critic): the first HerDDPG recipe that learned FetchPush with
+    # one env here (pilot seed 0: 0.58 at 230k, 0.78 at 270k, docs/benchmarks/pilots), where 3 x 256 stayed at the
+    # never-touch level; about 40 ms per FetchPush step on one CPU thread.
+    "fetch-wide-one-env": {**_ONE_UPDATE_PER_STEP, "policy_kwargs": {"net_arch": [512, 512, 512]}},
     # "Virtual workers" for FetchPush with one env: the per-update dynamics of baselines with 8 MPI workers (the
     # TianhongDai port solves Push in ~40k updates that way), i.e. batches of 8 x 256 = 2048, target networks moved
     # with polyak 0.95 once every 40 updates, on the data of one env: 10 updates per 50-step episode (410 replayed
@@ -158,6 +162,12 @@ def vanilla_tqc_kwargs(her_kwargs: dict[str, Any], max_episode_steps: int | None
 def vanilla_kwargs(her_kwargs: dict[str, Any], n_actions: int, max_episode_steps: int | None) -> dict[str, Any]:
     """
     The vanilla SB3 configuration matching an sb3-hher one (same networks and schedule, SB3's own machinery).
+
+    ``tau`` is passed as it is: SB3's ``DDPG``/``TD3`` have no ``target_update_interval`` and move their targets by
+    ``tau`` after every (delayed) actor update, so with the ``baselines`` defaults (``tau=0.05`` once every 40
+    updates in sb3-hher) the vanilla targets move about 40x faster. That is what an SB3 user gets by typing
+    baselines' values into SB3, the comparison REFERENCE.md's vanilla anchors make; a per-update equivalent would be
+    ``1 - (1 - tau) ** (1 / target_update_interval)``.
 
     :param her_kwargs: Keyword arguments of ``HerDDPG``/``HerTD3`` (a preset, possibly with overrides)
     :param n_actions: Action dimension (for the Gaussian noise)
