@@ -36,10 +36,13 @@ from sb3_hher.zoo.hyperparams_opt import (
     sample_her_params,
     sample_her_tqc_params,
 )
-from sb3_hher.zoo.registration import REPOSITORY_HYPERPARAMS, find_config, register, zoo_algorithms
+from sb3_hher.zoo.registration import PACKAGE_HYPERPARAMS, find_config, register, zoo_algorithms
 from sb3_hher.zoo.results import zoo_runs_to_csv
 
 pytest.importorskip("rl_zoo3")
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY_HYPERPARAMS = REPOSITORY / "hyperparams"
 
 OUR_ALGOS = ["her_ddpg", "her_td3", "her_tqc", "hher"]
 FLAT_ALGOS = ["her_ddpg", "her_td3"]
@@ -265,7 +268,7 @@ def test_configs_follow_presets(algo: str) -> None:
         assert set(reach) <= ZOO_ONLY_KEYS, "HerTD3 on FetchReach uses the baselines defaults"
     else:
         # HerDDPG's FetchReach entry is the best trial of the committed tuning study, converted as zoo converts it.
-        with open(REPOSITORY_HYPERPARAMS.parent / "docs" / "tuning" / "fetchreach-v4" / "best.json") as file:
+        with open(REPOSITORY / "docs" / "tuning" / "fetchreach-v4" / "best.json") as file:
             best = json.load(file)["kwargs"]
         tuned = {key: value for key, value in tuned_reach.items() if key not in ZOO_ONLY_KEYS}
         tuned["policy_kwargs"] = eval(tuned["policy_kwargs"])
@@ -393,10 +396,39 @@ def test_cli_routes_zoo_children_through_sb3_hher() -> None:
     assert cli._through_sb3_hher(["ffmpeg", "-i", "x"]) == ["ffmpeg", "-i", "x"]
 
 
+def test_package_hyperparams_are_the_repository_folder() -> None:
+    """In a source checkout the package reaches the top-level configs through its symlink (no second copy)."""
+    assert PACKAGE_HYPERPARAMS.resolve() == REPOSITORY_HYPERPARAMS.resolve()
+    assert sorted(path.name for path in PACKAGE_HYPERPARAMS.glob("*.yml")) == sorted(
+        path.name for path in REPOSITORY_HYPERPARAMS.glob("*.yml")
+    )
+
+
+def test_wheel_ships_the_zoo_configs(tmp_path: Path) -> None:
+    """A wheel carries every zoo config as package data, where ``hyperparams_dirs`` looks for them once installed."""
+    import shutil
+    import zipfile
+
+    # Build from a copy of what the wheel is made of, so that the checkout gets no build/ or egg-info folders.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPOSITORY / name, source / name)
+    shutil.copytree(REPOSITORY / "hyperparams", source / "hyperparams")
+    shutil.copytree(REPOSITORY / "sb3_hher", source / "sb3_hher", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    command = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q"]
+    command += ["-w", str(tmp_path)]
+    subprocess.run(command, check=True, cwd=tmp_path, timeout=150)
+    (wheel,) = tmp_path.glob("sb3_hher-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for path in REPOSITORY_HYPERPARAMS.glob("*.yml"):
+        assert f"sb3_hher/hyperparams/{path.name}" in names
+
+
 def test_console_script_declared() -> None:
     import tomllib
 
-    pyproject = tomllib.loads((REPOSITORY_HYPERPARAMS.parent / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"]["sb3-hher-zoo"] == "sb3_hher.zoo.cli:main"
 
 
@@ -530,7 +562,7 @@ DEMOS_CONFIG = REPOSITORY_HYPERPARAMS / "her_ddpg_demos.yml"
 def test_demos_config_is_the_benchmarked_one() -> None:
     with open(DEMOS_CONFIG) as file:
         entry = yaml.safe_load(file)["FetchPickAndPlace-v4"]
-    with open(REPOSITORY_HYPERPARAMS.parent / "docs" / "benchmarks" / "fetchpickandplace-v4-demos" / "config.json") as file:
+    with open(REPOSITORY / "docs" / "benchmarks" / "fetchpickandplace-v4-demos" / "config.json") as file:
         benchmark = json.load(file)
     expected = {**get_preset(benchmark["preset"]), **benchmark["overrides"]}
     ours = {key: value for key, value in entry.items() if key not in ZOO_ONLY_KEYS}

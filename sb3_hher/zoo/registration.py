@@ -35,8 +35,9 @@ from sb3_hher.zoo.hyperparams_opt import (
 # Marks a zoo function already wrapped by register(), so that registering twice changes nothing.
 _WRAPPED = "_sb3_hher_wrapped"
 
-# sb3-hher's hyperparameter files (zoo format) live in the repository's hyperparams/ folder.
-REPOSITORY_HYPERPARAMS = Path(__file__).resolve().parents[2] / "hyperparams"
+# sb3-hher's hyperparameter files (zoo format): the repository's top-level hyperparams/ folder, which the package
+# reaches through its sb3_hher/hyperparams symlink in a source checkout and carries as package data in a wheel.
+PACKAGE_HYPERPARAMS = Path(__file__).resolve().parents[1] / "hyperparams"
 
 
 def zoo_algorithms() -> dict[str, type[BaseAlgorithm]]:
@@ -64,12 +65,13 @@ def _zoo_algorithms() -> dict[str, type[BaseAlgorithm]]:
 
 def hyperparams_dirs() -> list[Path]:
     """
-    Folders searched for sb3-hher's zoo configs: the repository's ``hyperparams/`` (source checkout or editable
-    install), then ``./hyperparams`` (a copy next to where zoo runs).
+    Folders searched for sb3-hher's zoo configs: the package's ``hyperparams/`` (the repository's top-level folder in a
+    source checkout or editable install, package data in a wheel), then ``./hyperparams`` (a copy next to where zoo
+    runs).
 
     :return: The folders that exist, in search order
     """
-    candidates = [REPOSITORY_HYPERPARAMS, Path.cwd() / "hyperparams"]
+    candidates = [PACKAGE_HYPERPARAMS, Path.cwd() / "hyperparams"]
     unique = dict.fromkeys(path.resolve() for path in candidates)
     return [path for path in unique if path.is_dir()]
 
