@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -106,7 +106,8 @@ def evaluate_success(model: Any, env: Any, n_episodes: int) -> tuple[float, floa
                 successes.append(success)
 
     mean_reward, _ = evaluate_policy(model, env, n_eval_episodes=n_episodes, deterministic=True, callback=record_success)
-    return (float(np.mean(successes)) if successes else float("nan")), float(mean_reward)
+    # A float, not per-episode lists: return_episode_rewards is left False.
+    return (float(np.mean(successes)) if successes else float("nan")), float(cast(float, mean_reward))
 
 
 def _steps_per_round(env: Any, n_envs: int) -> int:
@@ -193,7 +194,7 @@ def run_job(spec: JobSpec) -> str:
     if checkpoint_exists(ckpt) and csv_path.exists():
         # A checkpoint carried without its pickled replay buffer rebuilds it from the saved actions on this env.
         replay_env = make_vec_env(spec.env_id, n_envs=spec.n_envs, seed=spec.seed)
-        model = load_checkpoint(cls, ckpt, env, device="cpu", replay_env=replay_env)
+        model: Any = load_checkpoint(cls, ckpt, env, device="cpu", replay_env=replay_env)
         replay_env.close()
         if eval_state.exists():
             with open(eval_state, "rb") as file:

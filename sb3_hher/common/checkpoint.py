@@ -36,7 +36,7 @@ import warnings
 import pickle
 import random
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
 import torch as th
@@ -127,7 +127,7 @@ def set_env_states(env: VecEnv, states: list[dict[str, Any]]) -> None:
             f"The checkpoint holds {len(states)} env states; the env must be a DummyVecEnv with as many envs"
         )
     for sub_env, state in zip(inner.envs, states, strict=True):
-        unwrapped = sub_env.unwrapped
+        unwrapped: Any = sub_env.unwrapped  # a MuJoCo env or one with get_state/set_state, checked when saved
         if state["kind"] == "custom":
             unwrapped.set_state(copy.deepcopy(state["state"]))
         else:
@@ -285,7 +285,7 @@ def _at_episode_boundary(model: BaseAlgorithm, env: VecEnv) -> bool:
         return False
 
 
-def _has_replay_buffer(model: BaseAlgorithm) -> bool:
+def _has_replay_buffer(model: BaseAlgorithm) -> TypeGuard[OffPolicyAlgorithm]:
     if not isinstance(model, OffPolicyAlgorithm):
         return False
     # Algorithms keeping several buffers (HHER: one per level) override save_replay_buffer.

@@ -69,7 +69,9 @@ def check_goal_observation_space(observation_space: spaces.Space) -> tuple[int, 
         raise GoalEnvError(
             f"achieved_goal and desired_goal must have the same shape, got {achieved.shape} and {desired.shape}"
         )
-    return int(observation_space.spaces["observation"].shape[0]), int(desired.shape[0])
+    observation_shape, goal_shape = observation_space.spaces["observation"].shape, desired.shape
+    assert observation_shape is not None and goal_shape is not None  # Box and MultiBinary spaces have one (1-D above)
+    return int(observation_shape[0]), int(goal_shape[0])
 
 
 def call_compute_reward(env: VecEnv, achieved_goal: np.ndarray, desired_goal: np.ndarray, infos: Any) -> np.ndarray:

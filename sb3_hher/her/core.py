@@ -97,16 +97,18 @@ class BaselinesHerMixin:
     gamma: float
     tau: float
     policy: GoalPolicy
-    replay_buffer: HindsightReplayBuffer | None
+    replay_buffer: ReplayBuffer | None  # a HindsightReplayBuffer once _setup_model has run
     replay_buffer_class: type[ReplayBuffer] | None
     replay_buffer_kwargs: dict[str, Any]
     action_space: Any
+    train_freq: int | tuple[int, str]
     action_noise: ActionNoise | None
     num_timesteps: int
     policy_delay: int
     target_policy_noise: float
     target_noise_clip: float
     _n_updates: int
+    _vec_normalize_env: Any
     logger: Any
 
     def _init_her(
@@ -313,11 +315,12 @@ class BaselinesHerMixin:
 
         :return: The samples and the number of demonstration transitions at their end
         """
-        assert self.replay_buffer is not None
+        buffer = self.replay_buffer
+        assert isinstance(buffer, HindsightReplayBuffer)
         if self.demo_buffer is None:
-            return self.replay_buffer.sample(batch_size, env=self._vec_normalize_env), 0  # type: ignore[attr-defined]
-        agent = self.replay_buffer.sample(batch_size - self.demo_batch_size, env=self._vec_normalize_env)  # type: ignore[attr-defined]
-        demo = self.demo_buffer.sample(self.demo_batch_size, env=self._vec_normalize_env)  # type: ignore[attr-defined]
+            return buffer.sample(batch_size, env=self._vec_normalize_env), 0
+        agent = buffer.sample(batch_size - self.demo_batch_size, env=self._vec_normalize_env)
+        demo = self.demo_buffer.sample(self.demo_batch_size, env=self._vec_normalize_env)
         merged = type(agent)(
             observations={key: th.cat((agent.observations[key], demo.observations[key])) for key in agent.observations},
             actions=th.cat((agent.actions, demo.actions)),
@@ -364,7 +367,7 @@ class BaselinesHerMixin:
 
     def _check_schedule(self, spec: GoalEnvSpec) -> None:
         """Make the update schedule work with several envs and refuse buffers an episode cannot fit in."""
-        train_freq = self.train_freq  # type: ignore[has-type]
+        train_freq = self.train_freq
         if isinstance(train_freq, tuple) and str(train_freq[1]).lower().endswith("episode") and self.env.num_envs > 1:
             if spec.max_episode_steps is None:
                 raise ValueError(
@@ -373,7 +376,7 @@ class BaselinesHerMixin:
                 )
             # n episodes of each of the envs stepping in lock-step (baselines' rollout_batch_size per worker).
             self.train_freq = (int(train_freq[0]) * spec.max_episode_steps, "step")
-        train_freq = self.train_freq  # type: ignore[has-type]
+        train_freq = self.train_freq
         counts_steps = not (isinstance(train_freq, tuple) and str(train_freq[1]).lower().endswith("episode"))
         first_episode_end = None if spec.max_episode_steps is None else spec.max_episode_steps * self.env.num_envs
         if counts_steps and first_episode_end is not None and self.learning_starts < first_episode_end:  # type: ignore[attr-defined]
@@ -393,9 +396,9 @@ class BaselinesHerMixin:
 
     def set_env(self, env: Any, force_reset: bool = True) -> None:
         super().set_env(env, force_reset=force_reset)  # type: ignore[misc]
-        if self.replay_buffer is not None:
+        if isinstance(self.replay_buffer, HindsightReplayBuffer):
             # The relabelling buffer recomputes rewards with the env's compute_reward: use the new env from now on.
-            self.replay_buffer.set_env(self.env)  # type: ignore[arg-type]
+            self.replay_buffer.set_env(self.env)
         if self.demo_file is not None:
             if self.demo_buffer is None:
                 # Loaded without an env: the demonstrations (checked against the env) could not be loaded then. The
@@ -423,12 +426,12 @@ class BaselinesHerMixin:
         self,
         replay_buffer: ReplayBuffer,
         buffer_action: np.ndarray,
-        new_obs: dict[str, np.ndarray],  # type: ignore[override]
+        new_obs: np.ndarray | dict[str, np.ndarray],
         reward: np.ndarray,
         dones: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
-        assert isinstance(replay_buffer, HindsightReplayBuffer)
+        assert isinstance(replay_buffer, HindsightReplayBuffer) and isinstance(new_obs, dict)
         problems, next_episode_problems = find_non_finite(new_obs, reward, dones, infos, self.num_timesteps)
         if problems or next_episode_problems:
             if self.non_finite == "raise":

@@ -751,10 +751,10 @@ class HHER(OffPolicyAlgorithm):
         rollout.greedy[:, dones] = False
         for env_idx in np.flatnonzero(dones):
             self._discarded_envs.discard(int(env_idx))
-        for env_idx, message in next_episode_problems.items():
+        for problem_env, message in next_episode_problems.items():
             # The episode that just ended was finite; the one starting from a non-finite observation is skipped.
-            warnings.warn(f"{message}: the episode of env {env_idx} starting there is not learned from")
-            self._discarded_envs.add(int(env_idx))
+            warnings.warn(f"{message}: the episode of env {problem_env} starting there is not learned from")
+            self._discarded_envs.add(int(problem_env))
         self._last_obs = new_obs
 
     def _store_subgoal_transitions(

@@ -14,6 +14,7 @@ import numpy as np
 
 from sb3_hher.common.goal_env import get_success
 from sb3_hher.common.subgoals import SubgoalSpace
+from sb3_hher.hher.policies import HierarchyState
 
 if TYPE_CHECKING:
     from sb3_hher.hher.hher import HHER
@@ -125,7 +126,7 @@ def record_episode(model: HHER, env: gym.Env, seed: int | None = None, render: b
     info: dict[str, Any] = {}
     while not done:
         action, state = model.predict(obs, state=state, deterministic=True)
-        assert state is not None
+        assert isinstance(state, HierarchyState)
         active = state.subgoals[:, 0]
         subgoals.append(active.copy())
         if render:
