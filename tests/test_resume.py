@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -206,9 +206,8 @@ def test_killed_training_resumes_to_uninterrupted_result(tmp_path: Path) -> None
 
     killed = _run_script(tmp_path, "--checkpoint", str(tmp_path / "b"), "--save-params", str(tmp_path / "b.npz"))
     assert killed.stdout is not None
-    for line in killed.stdout:  # kill it in the middle of the chunk after its second checkpoint
+    for line in killed.stdout:  # kill it during the chunk after its second checkpoint
         if "checkpoint at 400" in line:
-            time.sleep(0.5)
             killed.send_signal(signal.SIGKILL)
             break
     killed.wait(timeout=60)
@@ -218,7 +217,10 @@ def test_killed_training_resumes_to_uninterrupted_result(tmp_path: Path) -> None
     resumed = _run_script(tmp_path, "--checkpoint", str(tmp_path / "b"), "--save-params", str(tmp_path / "b.npz"))
     output, _ = resumed.communicate(timeout=170)
     assert resumed.returncode == 0, output
-    assert "resumed at 400 steps" in output
+    # The kill lands while the third chunk trains; on a fast machine that chunk may already be checkpointed.
+    resumed_at = re.search(r"resumed at (\d+) steps", output)
+    assert resumed_at is not None, output
+    assert int(resumed_at.group(1)) in (400, 600), output
 
     reference, result = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
     assert int(result["num_timesteps"]) == 800
