@@ -233,7 +233,8 @@ def run_job(spec: JobSpec) -> str:
         # continues the run as if it had never stopped.
         _atomic_write_bytes(eval_state, pickle.dumps(get_env_states(eval_env)))
         try:
-            save_checkpoint(model, ckpt, replay_actions=True)
+            # HHER keeps one buffer per level (replay_buffer is None): its checkpoints keep the pickled buffers.
+            save_checkpoint(model, ckpt, replay_actions=model.replay_buffer is not None)
         except CheckpointError as error:
             # An episode ended early somewhere: resuming will start fresh episodes instead of continuing these.
             print(f"[{spec.name}] inexact checkpoint ({error})", flush=True)

@@ -573,8 +573,29 @@ def test_episode_record_and_plot(tmp_path: Any) -> None:
     record = record_episode(model, make_point_env(), seed=0, render=False)
     assert record.achieved.shape == (21, 2) and record.subgoals.shape == (20, 1, 2)
     assert np.all(model.subgoal_space.contains(record.subgoals.reshape(-1, 2), atol=1e-6))
-    plot_episode(record, model.subgoal_space, str(tmp_path / "episode.png"))
+    plot_episode(record, model.subgoal_space, str(tmp_path / "episode.png"), walls=[(0.0, 0.0, 0.2)])
     assert (tmp_path / "episode.png").stat().st_size > 0
+
+
+def test_maze_walls_are_the_map_cells() -> None:
+    from sb3_hher.common.goal_env import make_goal_env
+    from sb3_hher.hher.visualization import maze_walls
+
+    env = make_goal_env("PointMaze_UMaze-v3")
+    obs, _ = env.reset(seed=0)
+    walls = maze_walls(env)
+    maze_map = env.unwrapped.maze.maze_map
+    assert len(walls) == sum(cell == 1 for row in maze_map for cell in row)
+    # The outer wall frames the maze; neither the agent nor its goal is inside a wall cell.
+    xs, ys = np.array([w[0] for w in walls]), np.array([w[1] for w in walls])
+    side = walls[0][2]
+    assert side == env.unwrapped.maze.maze_size_scaling
+    for point in (obs["achieved_goal"], obs["desired_goal"]):
+        assert xs.min() < point[0] < xs.max() and ys.min() < point[1] < ys.max()
+        inside = (np.abs(xs - point[0]) < side / 2) & (np.abs(ys - point[1]) < side / 2)
+        assert not inside.any()
+    with pytest.raises(ValueError, match="not a gymnasium-robotics maze env"):
+        maze_walls(make_point_env())
 
 
 class NaNAtStep(gym.Wrapper):

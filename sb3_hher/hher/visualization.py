@@ -6,6 +6,7 @@ MuJoCo is imported.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -138,7 +139,34 @@ def record_episode(model: HHER, env: gym.Env, seed: int | None = None, render: b
     return EpisodeRecord(np.array(achieved), np.array(subgoals), np.array(goals), frames, get_success(info) or 0.0)
 
 
-def plot_episode(record: EpisodeRecord, subgoal_space: SubgoalSpace, path: str, title: str = "") -> None:
+def maze_walls(env: gym.Env) -> list[tuple[float, float, float]]:
+    """
+    The wall cells of a gymnasium-robotics maze env (PointMaze, AntMaze), for ``plot_episode``'s top view.
+
+    :param env: A (wrapped) maze env
+    :return: ``(x, y, side)`` of each wall cell: its centre in world coordinates and its side length
+    :raises ValueError: If ``env`` is not a maze env
+    """
+    maze = getattr(env.unwrapped, "maze", None)
+    if maze is None or not hasattr(maze, "maze_map"):
+        raise ValueError(f"{env.unwrapped} is not a gymnasium-robotics maze env (no maze.maze_map)")
+    side = float(maze.maze_size_scaling)
+    walls = []
+    for row, cells in enumerate(maze.maze_map):
+        for col, cell in enumerate(cells):
+            if cell == 1:
+                x, y = maze.cell_rowcol_to_xy(np.array([row, col]))
+                walls.append((float(x), float(y), side))
+    return walls
+
+
+def plot_episode(
+    record: EpisodeRecord,
+    subgoal_space: SubgoalSpace,
+    path: str,
+    title: str = "",
+    walls: Sequence[tuple[float, float, float]] | None = None,
+) -> None:
     """
     Save a PNG of an episode: each subgoal dimension over time (state, active subgoals, bounds, goal), and a
     top view (x-y) of the state's path and the subgoals when the subgoals are positions.
@@ -147,6 +175,7 @@ def plot_episode(record: EpisodeRecord, subgoal_space: SubgoalSpace, path: str, 
     :param subgoal_space: The agent's subgoal space
     :param path: PNG file to write
     :param title: Figure title
+    :param walls: Square obstacles ``(x, y, side)`` drawn in the top view (``maze_walls(env)`` for mazes)
     """
     import matplotlib
 
@@ -182,6 +211,8 @@ def plot_episode(record: EpisodeRecord, subgoal_space: SubgoalSpace, path: str, 
         assert subgoal_space.world_xyz is not None
         x_dim, y_dim = subgoal_space.world_xyz[0], subgoal_space.world_xyz[1]
         axis = axes[0, -1]
+        for x, y, side in walls or ():
+            axis.add_patch(plt.Rectangle((x - side / 2, y - side / 2), side, side, color="tan", zorder=0))
         axis.plot(record.achieved[:, x_dim], record.achieved[:, y_dim], color="black", label="state")
         for level in range(n_levels_below):
             color = LEVEL_COLORS[level % len(LEVEL_COLORS)][:3]
