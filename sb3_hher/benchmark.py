@@ -341,9 +341,12 @@ def summarize(out: str | Path, env_id: str = "", note: str = "") -> str:
     """
     Aggregate ``<out>/runs/*.csv`` into ``results.csv``, ``learning_curve.png`` and ``results.md``.
 
+    ``results.md`` is rewritten whenever a run of the folder finishes; what people write about the runs belongs in
+    ``<out>/notes.md``, which is copied under the table every time.
+
     :param out: Benchmark output folder
     :param env_id: Env id for titles
-    :param note: Extra text (command, commit) written under the table
+    :param note: Extra text (command, commit) written under the table, after ``notes.md`` unless that quotes it
     :return: The markdown table
     """
     import matplotlib
@@ -404,7 +407,11 @@ def summarize(out: str | Path, env_id: str = "", note: str = "") -> str:
     if further:
         lines += ["", "Seeds that went further than the step of the table: " + "; ".join(further) + "."]
     table = "\n".join(lines)
-    (out / "results.md").write_text(table + ("\n\n" + note if note else "") + "\n")
+    notes_file = out / "notes.md"
+    notes = notes_file.read_text().strip() if notes_file.exists() else ""
+    # The runner's command note is left out where the notes already quote it.
+    parts = [table, *([notes] if notes else []), *([note] if note and note not in notes else [])]
+    (out / "results.md").write_text("\n\n".join(parts) + "\n")
     return table
 
 

@@ -176,3 +176,19 @@ def test_summary_compares_seeds_at_the_step_all_reached(tmp_path: Path) -> None:
     # crossings read whole runs, with the share of seeds that got there.
     assert "| her_ddpg | 2 | 200 | 0.60 ± 0.20 | 0.1k (1/2 seeds) | 0.3k (1/2 seeds) | 2.0 | 1.7 |" in table
     assert table.splitlines()[-1] == "Seeds that went further than the step of the table: her_ddpg seed 1: 1.00 at 300."
+    assert (tmp_path / "results.md").read_text() == table + "\n"
+
+
+def test_summary_keeps_the_folder_notes(tmp_path: Path) -> None:
+    """Hand-written notes.md survives the rewrite of results.md that every finished run triggers."""
+    import pandas as pd
+
+    (tmp_path / "runs").mkdir()
+    frame = [["her_ddpg", 0, 100, 0.5, -1.0, 60.0, 1.7]]
+    pd.DataFrame(frame, columns=benchmark.CSV_COLUMNS).to_csv(tmp_path / "runs" / "her_ddpg_seed0.csv", index=False)
+    (tmp_path / "notes.md").write_text("Seed 0 ran alone.\n")
+    table = benchmark.summarize(tmp_path, "t", note="Command: `x`")
+    assert (tmp_path / "results.md").read_text() == f"{table}\n\nSeed 0 ran alone.\n\nCommand: `x`\n"
+    (tmp_path / "notes.md").write_text("Seed 0 ran alone.\n\nCommand: `x`\n")
+    benchmark.summarize(tmp_path, "t", note="Command: `x`")
+    assert (tmp_path / "results.md").read_text() == f"{table}\n\nSeed 0 ran alone.\n\nCommand: `x`\n"
