@@ -11,7 +11,8 @@ A run checkpoints exactly (model, replay buffer, random and env states: ``sb3_hh
 evaluation, under ``<out>/checkpoints`` (git-ignored): rerunning the same command resumes every unfinished run
 as if it had never stopped. Each checkpoint also holds the replay buffer's actions (``replay_actions.npz``), so a
 checkpoint folder carried to another machine without its large ``replay_buffer.pkl`` still resumes: the buffer is
-rebuilt by replaying the actions on a fresh env.
+rebuilt by replaying the actions on a fresh env. HHER runs log their decisions (``record_decisions=True``), and their
+``replay_actions.npz`` holds those: the level buffers are rebuilt by replaying the hierarchy's decisions.
 Results go to ``<out>/runs/<algo>_seed<k>.csv`` (one row per evaluation), then ``results.csv``,
 ``learning_curve.png`` and ``results.md`` in ``<out>``.
 """
@@ -133,6 +134,9 @@ def _make_model(spec: JobSpec, env: Any) -> Any:
     # (a buffer that never wraps keeps its checkpoints portable: replay actions need every step from the first).
     round_to = _steps_per_round(env, spec.n_envs)
     kwargs.setdefault("buffer_size", max(-(-spec.total_timesteps // round_to) * round_to, 1000))
+    if spec.algo == "hher" and kwargs.get("n_levels", 2) > 1:
+        # Portable checkpoints of a hierarchy replay its logged decisions (sb3_hher.hher.decisions).
+        kwargs.setdefault("record_decisions", True)
     if not is_ours:
         goal_spec = check_goal_env(env)
         if spec.algo == "tqc":
@@ -233,8 +237,7 @@ def run_job(spec: JobSpec) -> str:
         # continues the run as if it had never stopped.
         _atomic_write_bytes(eval_state, pickle.dumps(get_env_states(eval_env)))
         try:
-            # HHER keeps one buffer per level (replay_buffer is None): its checkpoints keep the pickled buffers.
-            save_checkpoint(model, ckpt, replay_actions=model.replay_buffer is not None)
+            save_checkpoint(model, ckpt, replay_actions=True)
         except CheckpointError as error:
             # An episode ended early somewhere: resuming will start fresh episodes instead of continuing these.
             print(f"[{spec.name}] inexact checkpoint ({error})", flush=True)

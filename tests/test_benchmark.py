@@ -192,3 +192,17 @@ def test_summary_keeps_the_folder_notes(tmp_path: Path) -> None:
     (tmp_path / "notes.md").write_text("Seed 0 ran alone.\n\nCommand: `x`\n")
     benchmark.summarize(tmp_path, "t", note="Command: `x`")
     assert (tmp_path / "results.md").read_text() == f"{table}\n\nSeed 0 ran alone.\n\nCommand: `x`\n"
+
+
+def test_hher_runs_resume_from_their_portable_checkpoint(tmp_path: Path) -> None:
+    # The runner logs HHER's decisions, so a checkpoint carried without its pickled level buffers resumes.
+    out = tmp_path / "bench"
+    args = [*TINY, "--algos", "hher", "--out", str(out)]
+    benchmark.main([*args, "--total-timesteps", "100"])
+    checkpoint = out / "checkpoints" / "hher_seed0"
+    assert (checkpoint / "replay_actions.npz").is_file()
+    (checkpoint / "replay_buffer.pkl").unlink()
+    before = rows(out / "runs" / "hher_seed0.csv")
+    benchmark.main([*args, "--total-timesteps", "200"])
+    after = rows(out / "runs" / "hher_seed0.csv")
+    assert after[:2] == before and [int(row["timesteps"]) for row in after] == [0, 100, 200]

@@ -251,3 +251,95 @@ def test_hher_checkpoint_resume_equals_uninterrupted_run(tmp_path: Path) -> None
         assert level_a.replay_buffer.pos == level_b.replay_buffer.pos
         for key in level_a.replay_buffer.observations:
             np.testing.assert_array_equal(level_a.replay_buffer.observations[key], level_b.replay_buffer.observations[key])
+
+
+def build_hher(record_decisions: bool = True, seed: int = 2):
+    from sb3_hher import HHER
+
+    env = make_env()
+    env.seed(seed)
+    return HHER("MultiInputPolicy", env, seed=seed, record_decisions=record_decisions)
+
+
+def test_hher_checkpoint_without_pickled_buffers_rebuilds_them_from_decisions(tmp_path: Path) -> None:
+    """A hierarchy's checkpoint carried with its decision log instead of the pickled level buffers resumes exactly."""
+    from sb3_hher import HHER
+
+    reference = build_hher()
+    reference.learn(400)
+    model = build_hher()
+    model.learn(200)
+    save_checkpoint(model, tmp_path / "ckpt", replay_actions=True)
+    assert (tmp_path / "ckpt" / ACTIONS_FILE).stat().st_size < (tmp_path / "ckpt" / BUFFER_FILE).stat().st_size / 5
+    (tmp_path / "ckpt" / BUFFER_FILE).unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rebuilt buffers match the saved digest
+        resumed = load_checkpoint(HHER, tmp_path / "ckpt", make_env(), replay_env=make_env())
+    for saved, rebuilt in zip(model.replay_buffers, resumed.replay_buffers, strict=True):
+        assert (saved.pos, saved.n_penalty) == (rebuilt.pos, rebuilt.n_penalty)
+    assert resumed.replay_buffers[1].n_penalty > 0  # subgoal-test penalties are rebuilt too
+    resumed.learn(200, reset_num_timesteps=False)
+    state_a, state_b = reference.policy.state_dict(), resumed.policy.state_dict()
+    for key in state_a:
+        assert th.equal(state_a[key], state_b[key]), key
+    for level_a, level_b in zip(reference.replay_buffers, resumed.replay_buffers, strict=True):
+        assert level_a.pos == level_b.pos
+        for key in level_a.observations:
+            np.testing.assert_array_equal(level_a.observations[key], level_b.observations[key])
+        np.testing.assert_array_equal(level_a.actions, level_b.actions)
+
+    # Loaded from pickled buffers, the model takes the log from the checkpoint, so its next checkpoint is portable too.
+    save_checkpoint(resumed, tmp_path / "ckpt2", replay_actions=True)
+    again = load_checkpoint(HHER, tmp_path / "ckpt2", make_env())
+    assert again.decision_arrays()["level_0"].shape == (400, 1, 4)
+
+
+def test_hher_decision_log_errors(tmp_path: Path) -> None:
+    from sb3_hher import HHER
+
+    model = build_hher(record_decisions=False)
+    model.learn(100)
+    with pytest.raises(ValueError, match="record_decisions=True"):
+        model.decision_arrays()
+    with pytest.warns(UserWarning, match=r"No replay actions.*record_decisions"):
+        save_checkpoint(model, tmp_path / "plain", replay_actions=True)
+    assert not (tmp_path / "plain" / ACTIONS_FILE).exists()
+
+    # A model loaded without its log cannot write one that covers its buffers.
+    model = build_hher()
+    model.learn(100)
+    model.save(tmp_path / "model.zip")
+    loaded = HHER.load(tmp_path / "model.zip", env=make_env())
+    loaded.learn(100, reset_num_timesteps=False)
+    with pytest.raises(ValueError, match="does not cover the 200 steps"):
+        loaded.decision_arrays()
+
+    # A log whose replay asks for a decision that was never logged names the divergence.
+    arrays = model.decision_arrays()
+    arrays["level_1"][:] = np.nan
+    with pytest.raises(ValueError, match=r"no decision of level 1 at step 0.*diverged"):
+        build_hher().rebuild_replay_buffers(arrays, make_env())
+    with pytest.raises(ValueError, match="needs empty replay buffers"):
+        model.rebuild_replay_buffers(model.decision_arrays(), make_env())
+
+
+def test_decision_log_grows_and_round_trips() -> None:
+    from sb3_hher.hher.decisions import DecisionLog
+
+    log = DecisionLog([4, 3], n_envs=2, capacity=1)
+    for step in range(3000):
+        log.begin_step()
+        log.record(0, np.arange(2), np.full((2, 4), step, dtype=np.float32))
+        if step % 10 == 0:
+            log.record(1, np.array([1]), np.full((1, 3), -step, dtype=np.float32), np.array([step % 20 == 0]))
+    copy = DecisionLog.from_arrays(log.to_arrays())
+    assert copy.steps == 3000 and copy.action_dims == [4, 3]
+    actions, tested = copy.decisions(20, 1, np.array([1]))
+    assert actions.tolist() == [[-20.0] * 3] and tested.tolist() == [True]
+    assert copy.decisions(2999, 0, np.arange(2))[0][1, 0] == 2999.0
+    with pytest.raises(ValueError, match="level 1 at step 20 for envs \\[0\\]"):
+        copy.decisions(20, 1, np.arange(2))
+    copy.begin_step()  # a loaded log keeps growing
+    assert copy.steps == 3001
+    with pytest.raises(ValueError, match="Not a decision log"):
+        DecisionLog.from_arrays({"actions": np.zeros((3, 4))})

@@ -25,6 +25,11 @@ which holds every observation twice: ``save_replay_actions`` stores only the act
 step for Fetch instead of about 280) and a digest of the buffer, and ``rebuild_replay_buffer`` steps a fresh env,
 seeded as the training env was, through those actions to refill the buffer (MuJoCo is deterministic), then checks the
 digest. ``load_checkpoint(..., replay_env=...)`` does this when ``replay_buffer.pkl`` is absent.
+
+A hierarchy (``HHER`` built with ``record_decisions=True``) keeps one buffer per level, filled from its levels'
+decisions rather than from env actions alone: its ``replay_actions.npz`` holds every level's logged decisions
+(``HHER.decision_arrays``) and the digest of all level buffers, and the rebuild replays them
+(``HHER.rebuild_replay_buffers``).
 """
 
 from __future__ import annotations
@@ -158,7 +163,32 @@ def replay_buffer_digest(buffer: HerReplayBuffer) -> str:
     for array in arrays:
         digest.update(np.ascontiguousarray(array[:stored]).tobytes())
     digest.update(np.asarray([buffer.pos, int(buffer.full)], dtype=np.int64).tobytes())
+    if hasattr(buffer, "penalty_actions"):
+        # A hierarchy level's LevelReplayBuffer: its subgoal-test penalty transitions too.
+        n_penalty = buffer.n_penalty  # type: ignore[attr-defined]
+        penalty = [buffer.penalty_observations[key] for key in sorted(buffer.penalty_observations)]  # type: ignore[attr-defined]
+        penalty += [buffer.penalty_next_observations[key] for key in sorted(buffer.penalty_next_observations)]  # type: ignore[attr-defined]
+        penalty += [buffer.penalty_actions, buffer.penalty_rewards]  # type: ignore[attr-defined]
+        for array in penalty:
+            digest.update(np.ascontiguousarray(array[:n_penalty]).tobytes())
+        digest.update(np.asarray([buffer.penalty_pos, int(buffer.penalty_full)], dtype=np.int64).tobytes())  # type: ignore[attr-defined]
     return digest.hexdigest()
+
+
+def _is_hierarchy(model: BaseAlgorithm) -> bool:
+    """Whether the model keeps one buffer per level and replays logged decisions (``HHER``)."""
+    return callable(getattr(model, "decision_arrays", None)) and callable(getattr(model, "rebuild_replay_buffers", None))
+
+
+def _model_digest(model: BaseAlgorithm) -> str | None:
+    """:return: Digest of the model's replay buffer(s), ``None`` where there is no HER buffer to digest"""
+    if _is_hierarchy(model):
+        buffers = getattr(model, "replay_buffers", [])
+        if not all(isinstance(buffer, HerReplayBuffer) for buffer in buffers):
+            return None
+        return hashlib.sha256("".join(replay_buffer_digest(buffer) for buffer in buffers).encode()).hexdigest()
+    buffer = getattr(model, "replay_buffer", None)
+    return replay_buffer_digest(buffer) if isinstance(buffer, HerReplayBuffer) else None
 
 
 def _stored_steps(model: BaseAlgorithm, buffer: HerReplayBuffer) -> int:
@@ -198,18 +228,27 @@ def save_replay_actions(model: BaseAlgorithm, path: str | Path) -> Path:
     :param model: A model with a ``HerReplayBuffer`` (or subclass) that has not wrapped around, at an episode
         boundary of every env
     :param path: Checkpoint folder (created if needed)
+    A hierarchy (``HHER``) stores every level's logged decisions instead (``HHER.decision_arrays``).
+
     :return: The file written
     """
-    buffer = _replayable_buffer(model)
     env = model.get_env()
+    if _is_hierarchy(model):
+        try:
+            arrays = model.decision_arrays()  # type: ignore[attr-defined]
+        except ValueError as error:
+            raise CheckpointError(str(error)) from error
+    else:
+        buffer = _replayable_buffer(model)
+        stored = buffer.buffer_size if buffer.full else buffer.pos
+        arrays = {"actions": buffer.actions[:stored]}
     if env is not None and not _at_episode_boundary(model, env):
         raise CheckpointError("Replay actions must be saved at an episode boundary of every env")
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / ACTIONS_FILE
     tmp = folder / f"{ACTIONS_FILE}.tmp.npz"
-    stored = buffer.buffer_size if buffer.full else buffer.pos
-    np.savez_compressed(tmp, actions=buffer.actions[:stored], digest=np.array(replay_buffer_digest(buffer)))
+    np.savez_compressed(tmp, **arrays, digest=np.array(_model_digest(model)))
     os.replace(tmp, target)
     return target
 
@@ -238,6 +277,8 @@ def rebuild_replay_buffer(
     file = Path(path)
     if file.is_dir():
         file = file / ACTIONS_FILE
+    if _is_hierarchy(model):
+        return _rebuild_hierarchy(model, file, env, strict, progress_bar)
     buffer = _replayable_buffer(model)
     if buffer.pos != 0:
         raise CheckpointError(f"rebuild_replay_buffer needs an empty replay buffer, this one holds {buffer.pos} steps")
@@ -266,13 +307,31 @@ def rebuild_replay_buffer(
             OffPolicyAlgorithm._store_transition(model, buffer, buffer_action, new_obs, rewards, dones, infos)  # type: ignore[arg-type]
     finally:
         model._last_obs, model._last_original_obs = saved_last  # type: ignore[attr-defined]
-    exact = replay_buffer_digest(buffer) == expected
+    return _check_rebuilt(model, file, expected, strict)
+
+
+def _check_rebuilt(model: BaseAlgorithm, file: Path, expected: str, strict: bool) -> bool:
+    exact = _model_digest(model) == expected
     if not exact:
         message = f"The replay buffer rebuilt from {file} differs from the saved one (another MuJoCo build or env version?)"
         if strict:
             raise CheckpointError(message)
-        warnings.warn(f"{message}: training continues from the rebuilt transitions", stacklevel=2)
+        warnings.warn(f"{message}: training continues from the rebuilt transitions", stacklevel=3)
     return exact
+
+
+def _rebuild_hierarchy(model: BaseAlgorithm, file: Path, env: VecEnv, strict: bool, progress_bar: bool) -> bool:
+    """``rebuild_replay_buffer`` for a hierarchy: replay every level's logged decisions."""
+    with np.load(file) as data:
+        if "level_0" not in data.files:
+            raise CheckpointError(f"{file} holds flat replay actions, not a hierarchy's decisions")
+        arrays = {key: data[key] for key in data.files if key != "digest"}
+        expected = str(data["digest"])
+    try:
+        model.rebuild_replay_buffers(arrays, env, progress_bar=progress_bar)  # type: ignore[attr-defined]
+    except ValueError as error:
+        raise CheckpointError(f"Cannot rebuild the level buffers from {file}: {error}") from error
+    return _check_rebuilt(model, file, expected, strict)
 
 
 def _at_episode_boundary(model: BaseAlgorithm, env: VecEnv) -> bool:
@@ -388,10 +447,14 @@ def load_checkpoint(
             # The checkpoint ends at an episode boundary (or starts fresh episodes): nothing to truncate.
             model.load_replay_buffer(folder / BUFFER_FILE, truncate_last_traj=not exact)
             loaded = True
-            if actions_file.is_file() and isinstance(model.replay_buffer, HerReplayBuffer):
+            digest = _model_digest(model)
+            if actions_file.is_file() and digest is not None:
                 with np.load(actions_file) as data:
                     expected = str(data["digest"])
-                if replay_buffer_digest(model.replay_buffer) != expected:
+                    if digest == expected and _is_hierarchy(model):
+                        # The pickled level buffers are current: keep their decision log for the next checkpoint.
+                        model.load_decision_log({key: data[key] for key in data.files if key != "digest"})  # type: ignore[attr-defined]
+                if digest != expected:
                     # A pickled buffer left from an older checkpoint than the model and the actions: load the
                     # model again, with the empty buffer it is built with, and rebuild that from the actions.
                     warnings.warn(f"{folder / BUFFER_FILE} does not match {actions_file}: rebuilding it", stacklevel=2)

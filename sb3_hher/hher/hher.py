@@ -39,6 +39,7 @@ from sb3_hher.her.core import AUTO, NonFiniteObservationError, find_non_finite, 
 from sb3_hher.her.her_ddpg import HerDDPG
 from sb3_hher.her.her_td3 import HerTD3
 from sb3_hher.hher.buffers import LevelReplayBuffer
+from sb3_hher.hher.decisions import DecisionLog
 from sb3_hher.hher.policies import HierarchicalPolicy, HierarchyState
 
 SelfHHER = TypeVar("SelfHHER", bound="HHER")
@@ -181,6 +182,10 @@ class HHER(OffPolicyAlgorithm):
     :param non_finite: What to do when the env returns NaN or inf in an observation or reward: ``"raise"`` a
         ``NonFiniteObservationError`` naming the key, env and step, or ``"skip"``: warn, store every level's attempt
         up to the last finite step, and learn nothing from the rest of that env's episode
+    :param record_decisions: Keep a log of every level's decisions while training (``sb3_hher.hher.decisions``: 4
+        bytes per action dimension per env step), so that ``save_checkpoint(model, path, replay_actions=True)``
+        (``sb3_hher.common.checkpoint``) can store the replay buffers as those decisions, a file small enough to commit
+        or copy, and rebuild them on another machine by replaying the decisions in a fresh env
     :param stats_window_size: Episodes (and subgoals) averaged in rollout logs
     :param tensorboard_log: TensorBoard log folder (None: no logging)
     :param policy_kwargs: Keyword arguments of every level's policy (``net_arch``, ``clip_obs``, ...)
@@ -220,6 +225,7 @@ class HHER(OffPolicyAlgorithm):
         goal_selection_strategy: str = "future",
         critic_saturation_patience: int = 50,
         non_finite: str = "raise",
+        record_decisions: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -293,6 +299,12 @@ class HHER(OffPolicyAlgorithm):
         if non_finite not in ("raise", "skip"):
             raise ValueError(f"non_finite must be 'raise' or 'skip', got {non_finite!r}")
         self.non_finite = non_finite
+        self.record_decisions = bool(record_decisions)
+        # Complete log of the decisions that filled the current buffers (None when not recorded or incomplete).
+        self._decision_log: DecisionLog | None = None
+        # While rebuilding the buffers from a log: the log replayed and its current step.
+        self._replay: DecisionLog | None = None
+        self._replay_step = 0
         # Envs whose current episode hit a non-finite value (non_finite="skip"): not learned from until it ends.
         self._discarded_envs: set[int] = set()
         self.level_gammas: list[float] | None = None
@@ -508,15 +520,40 @@ class HHER(OffPolicyAlgorithm):
         total_timesteps, callback = super()._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
-        if self._rollout is None or self._last_obs is not previous_obs or self._rollout.n_envs != self.n_envs:
+        env_was_reset = self._last_obs is not previous_obs
+        if self._rollout is None or env_was_reset or self._rollout.n_envs != self.n_envs:
             # A fresh env episode: partial attempts of an earlier learn() call are dropped, nothing is being skipped.
             self._rollout = self._new_rollout_state()
             self._discarded_envs.clear()
+        self._setup_decision_log(env_was_reset)
         if reset_num_timesteps or not self._diagnostics:
             self._diagnostics = {}
         for level, learner in enumerate(self.levels):
             learner._logger = _LevelLogger(self.logger, level)  # type: ignore[assignment]
         return total_timesteps, callback
+
+    def _setup_decision_log(self, env_was_reset: bool) -> None:
+        """Start the decision log on empty buffers; drop it where it could no longer reproduce them."""
+        if not self.record_decisions or self.n_levels == 1:
+            self._decision_log = None
+            return
+        log = self._decision_log
+        if log is not None and (log.n_envs != self.n_envs or (env_was_reset and log.steps > 0)):
+            # A replay resets the env once, at its first step: an env reset in the middle cannot be replayed.
+            log = None
+        if log is None and self._buffers_empty():
+            log = DecisionLog(self._level_action_dims(), self.n_envs)
+        self._decision_log = log
+
+    def _level_action_dims(self) -> list[int]:
+        return [int(np.prod(self._level_spaces(level)[1].shape)) for level in range(self.n_levels)]
+
+    def _buffers_empty(self) -> bool:
+        for learner in self.levels:
+            buffer = learner.replay_buffer
+            if buffer is not None and (buffer.size() > 0 or getattr(buffer, "n_penalty", 0) > 0):
+                return False
+        return True
 
     def _new_rollout_state(self) -> _RolloutState:
         rollout = _RolloutState(
@@ -659,17 +696,31 @@ class HHER(OffPolicyAlgorithm):
         rollout = self._rollout
         assert rollout is not None and isinstance(self._last_obs, dict)
         warmup = self.num_timesteps < learning_starts
+        replay, step = self._replay, self._replay_step
+        log = self._decision_log if replay is None else None
+        if log is not None:
+            log.begin_step()
 
         def select(level: int, level_observation: dict[str, np.ndarray], envs: np.ndarray) -> np.ndarray:
-            scaled = self._explore(level, level_observation, envs, warmup)
+            if replay is not None:
+                # Rebuilding the buffers: the logged decision instead of the policy's.
+                scaled, logged_test = replay.decisions(step, level, envs)
+            else:
+                scaled = self._explore(level, level_observation, envs, warmup)
             if level == 0:
                 rollout.level0_observation = {key: np.array(value) for key, value in level_observation.items()}
                 rollout.level0_action = scaled
+                if log is not None:
+                    log.record(0, envs, scaled)
                 return scaled
             # Subgoal testing (HAC 4.3): a tested subgoal makes every level below greedy until its attempt ends.
             tested = np.zeros(len(envs), dtype=bool)
-            if not warmup:
+            if replay is not None:
+                tested = logged_test
+            elif not warmup:
                 tested = rollout.greedy[level, envs] | (np.random.rand(len(envs)) < self.subgoal_test_prob)
+            if log is not None:
+                log.record(level, envs, scaled, tested)
             rollout.greedy[level - 1, envs] = tested
             for key, value in level_observation.items():
                 rollout.pending_observation[level][key][envs] = value
@@ -822,6 +873,8 @@ class HHER(OffPolicyAlgorithm):
                 # The end of an attempt is a truncation (bootstrapped) unless the env episode itself terminated.
                 [{"TimeLimit.truncated": done and not terminal}],
             )
+        if self._replay is not None:
+            return  # rebuilding the buffers: the loaded normaliser statistics already hold these attempts
         observations, goals = buffer.episode_for_normalizer(0)
         learner.policy.normalizer.update(observations, goals)
 
@@ -913,7 +966,7 @@ class HHER(OffPolicyAlgorithm):
         self._rollout = None
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "levels", "_rollout", "_diagnostics"]
+        return [*super()._excluded_save_params(), "levels", "_rollout", "_diagnostics", "_decision_log", "_replay"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         # Every level's weights and normaliser statistics are in the policy; its optimisers in the level policies.
@@ -921,6 +974,101 @@ class HHER(OffPolicyAlgorithm):
         for level in range(len(self.levels)):
             state_dicts += [f"policy.levels.{level}.actor.optimizer", f"policy.levels.{level}.critic.optimizer"]
         return state_dicts, []
+
+    @property
+    def replay_buffers(self) -> list[LevelReplayBuffer]:
+        """Every level's replay buffer (level 0 first)."""
+        buffers = [learner.replay_buffer for learner in self.levels]
+        assert all(isinstance(buffer, LevelReplayBuffer) for buffer in buffers) or self.n_levels == 1
+        return buffers  # type: ignore[return-value]
+
+    def decision_arrays(self) -> dict[str, np.ndarray]:
+        """
+        The logged decisions that filled the replay buffers (``record_decisions=True``), as arrays for ``np.savez``;
+        ``rebuild_replay_buffers`` turns them back into the buffers.
+
+        :return: ``level_<i>`` (scaled actions of level i at every env step, NaN where it did not decide) and
+            ``tested_<i>`` (subgoal-test flags) for every level
+        :raises ValueError: When the log is not kept (``record_decisions=False``, one level) or does not cover the
+            buffers (a model loaded without its log, an env reset between two ``learn`` calls)
+        """
+        if self.n_levels == 1:
+            raise ValueError("HHER with n_levels=1 is the flat learner: its buffer is saved as the flat learner's")
+        if not self.record_decisions:
+            raise ValueError("No decision log: build the model with record_decisions=True")
+        log = self._decision_log
+        if log is None or log.steps * log.n_envs != self.num_timesteps:
+            steps = "no" if log is None else f"{log.steps * log.n_envs}"
+            raise ValueError(
+                f"The decision log ({steps} env steps) does not cover the {self.num_timesteps} steps in the replay "
+                "buffers (a model loaded without its log, or an env reset between two learn() calls)"
+            )
+        return log.to_arrays()
+
+    def load_decision_log(self, arrays: dict[str, np.ndarray] | Any) -> None:
+        """
+        Attach the decision log of the current buffers (loaded from a pickle, say), so that later checkpoints can
+        write it again.
+
+        :param arrays: What ``decision_arrays`` returned, or an opened ``.npz`` of it
+        """
+        log = DecisionLog.from_arrays(arrays)
+        self._check_decision_log(log)
+        self._decision_log = log if self.record_decisions else None
+
+    def _check_decision_log(self, log: DecisionLog) -> None:
+        if log.action_dims != self._level_action_dims():
+            raise ValueError(f"The decision log has action sizes {log.action_dims}, this model {self._level_action_dims()}")
+        if log.n_envs != self.n_envs:
+            raise ValueError(f"The decision log was recorded with {log.n_envs} envs, this model has {self.n_envs}")
+
+    def rebuild_replay_buffers(self, arrays: dict[str, np.ndarray] | Any, env: VecEnv, progress_bar: bool = False) -> None:
+        """
+        Refill every level's (empty) replay buffer by stepping ``env`` through the logged decisions: the hierarchy
+        stores its transitions as in training (hindsight actions, subgoal tests, attempts), without exploring or
+        training. The model's weights, normaliser statistics, counters and random states are left as they were.
+
+        :param arrays: What ``decision_arrays`` returned, or an opened ``.npz`` of it
+        :param env: A fresh env built as the training env was (same id, wrappers and number of envs); it is seeded
+            with ``seed`` as SB3 seeds the training env, then reset, and left where the last decision took it
+        :param progress_bar: Show a tqdm progress bar
+        :raises ValueError: When the buffers are not empty, the log does not fit the model, or the env diverges from
+            the logged run (a decision is missing where the hierarchy asks for one)
+        """
+        if self.n_levels == 1:
+            raise ValueError("HHER with n_levels=1 is the flat learner: rebuild its buffer as the flat learner's")
+        log = DecisionLog.from_arrays(arrays)
+        self._check_decision_log(log)
+        if env.num_envs != self.n_envs:
+            raise ValueError(f"The replay env has {env.num_envs} envs, the model {self.n_envs}")
+        if not self._buffers_empty():
+            raise ValueError("rebuild_replay_buffers needs empty replay buffers")
+        kept = {
+            name: getattr(self, name)
+            for name in ("num_timesteps", "_last_obs", "_last_original_obs", "_rollout", "_discarded_envs", "_diagnostics")
+        }
+        steps: Any = range(log.steps)
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="rebuilding the level buffers", unit="step")
+        if self.seed is not None:
+            env.seed(self.seed)
+        self._last_obs = env.reset()  # type: ignore[assignment]
+        self._rollout, self._discarded_envs, self._diagnostics = self._new_rollout_state(), set(), {}
+        self._replay, self.num_timesteps = log, 0
+        try:
+            for step in steps:
+                self._replay_step = step
+                actions = self._hierarchy_actions(learning_starts=0)
+                new_obs, rewards, dones, infos = env.step(actions)
+                self.num_timesteps += env.num_envs
+                self._store_hierarchy_transitions(new_obs, rewards, dones, infos)  # type: ignore[arg-type]
+        finally:
+            self._replay, self._replay_step = None, 0
+            for name, value in kept.items():
+                setattr(self, name, value)
+        self._decision_log = log if self.record_decisions else None
 
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """
