@@ -237,7 +237,9 @@ def run_job(spec: JobSpec) -> str:
         # continues the run as if it had never stopped.
         _atomic_write_bytes(eval_state, pickle.dumps(get_env_states(eval_env)))
         try:
-            save_checkpoint(model, ckpt, replay_actions=True)
+            # Flat HER buffers store their actions; HHER (one buffer per level) its logged decisions.
+            portable = model.replay_buffer is not None or bool(getattr(model, "record_decisions", False))
+            save_checkpoint(model, ckpt, replay_actions=portable)
         except CheckpointError as error:
             # An episode ended early somewhere: resuming will start fresh episodes instead of continuing these.
             print(f"[{spec.name}] inexact checkpoint ({error})", flush=True)

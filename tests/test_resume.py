@@ -314,6 +314,18 @@ def test_hher_decision_log_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not cover the 200 steps"):
         loaded.decision_arrays()
 
+    # A callback that stops training drops the step it stops at from the buffers (as SB3): the log no longer fits.
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class StopEarly(BaseCallback):
+        def _on_step(self) -> bool:
+            return self.num_timesteps < 60
+
+    stopped = build_hher()
+    stopped.learn(100, callback=StopEarly())
+    with pytest.raises(ValueError, match="callback that stopped training"):
+        stopped.decision_arrays()
+
     # A log whose replay asks for a decision that was never logged names the divergence.
     arrays = model.decision_arrays()
     arrays["level_1"][:] = np.nan

@@ -223,13 +223,12 @@ def save_replay_actions(model: BaseAlgorithm, path: str | Path) -> Path:
     """
     Store the compact form of the model's replay buffer in the checkpoint folder ``path``: the buffer actions of
     every stored step and the buffer's digest (``replay_buffer_digest``). ``rebuild_replay_buffer`` refills a buffer
-    from them.
+    from them. A hierarchy (``HHER`` built with ``record_decisions=True``) stores every level's logged decisions
+    instead (``HHER.decision_arrays``) and the digest of all its level buffers.
 
-    :param model: A model with a ``HerReplayBuffer`` (or subclass) that has not wrapped around, at an episode
-        boundary of every env
+    :param model: A model with a ``HerReplayBuffer`` (or subclass) that has not wrapped around, or an ``HHER`` whose
+        decision log covers its buffers; at an episode boundary of every env
     :param path: Checkpoint folder (created if needed)
-    A hierarchy (``HHER``) stores every level's logged decisions instead (``HHER.decision_arrays``).
-
     :return: The file written
     """
     env = model.get_env()
@@ -270,7 +269,8 @@ def rebuild_replay_buffer(
         seeded with ``model.seed`` as SB3 seeds the training env, then reset, and left wherever the last action took it
     :param strict: Raise ``CheckpointError`` when the rebuilt buffer differs from the saved one (another MuJoCo build,
         another env version); by default warn and keep the rebuilt transitions, which are still the env's answers to
-        the same actions
+        the same actions. A hierarchy whose replay diverges so far that a level is asked for a decision that was never
+        logged (a subgoal reached at another step) cannot go on: that raises ``CheckpointError`` either way
     :param progress_bar: Show a tqdm progress bar
     :return: Whether the rebuilt buffer equals the saved one exactly
     """
@@ -307,16 +307,17 @@ def rebuild_replay_buffer(
             OffPolicyAlgorithm._store_transition(model, buffer, buffer_action, new_obs, rewards, dones, infos)  # type: ignore[arg-type]
     finally:
         model._last_obs, model._last_original_obs = saved_last  # type: ignore[attr-defined]
-    return _check_rebuilt(model, file, expected, strict)
+    return _check_rebuilt(model, file, expected, strict, stacklevel=3)
 
 
-def _check_rebuilt(model: BaseAlgorithm, file: Path, expected: str, strict: bool) -> bool:
+def _check_rebuilt(model: BaseAlgorithm, file: Path, expected: str, strict: bool, stacklevel: int) -> bool:
     exact = _model_digest(model) == expected
     if not exact:
         message = f"The replay buffer rebuilt from {file} differs from the saved one (another MuJoCo build or env version?)"
         if strict:
             raise CheckpointError(message)
-        warnings.warn(f"{message}: training continues from the rebuilt transitions", stacklevel=3)
+        # stacklevel: the frame of rebuild_replay_buffer's caller
+        warnings.warn(f"{message}: training continues from the rebuilt transitions", stacklevel=stacklevel)
     return exact
 
 
@@ -331,7 +332,7 @@ def _rebuild_hierarchy(model: BaseAlgorithm, file: Path, env: VecEnv, strict: bo
         model.rebuild_replay_buffers(arrays, env, progress_bar=progress_bar)  # type: ignore[attr-defined]
     except ValueError as error:
         raise CheckpointError(f"Cannot rebuild the level buffers from {file}: {error}") from error
-    return _check_rebuilt(model, file, expected, strict)
+    return _check_rebuilt(model, file, expected, strict, stacklevel=4)
 
 
 def _at_episode_boundary(model: BaseAlgorithm, env: VecEnv) -> bool:
@@ -361,7 +362,8 @@ def save_checkpoint(model: BaseAlgorithm, path: str | Path, exact: bool = True, 
         with ``False`` a resumed run starts fresh episodes
     :param replay_actions: Also write the compact form of the replay buffer (``save_replay_actions``), so that the
         checkpoint can travel without ``replay_buffer.pkl``; where the buffer cannot be replayed (not a
-        ``HerReplayBuffer``, wrapped around, not at an episode boundary) a warning says so and no actions file is kept
+        ``HerReplayBuffer``, wrapped around, not at an episode boundary; for ``HHER``: no decision log, or one that
+        does not cover the buffers) a warning says so and no actions file is kept
     :return: The folder
     """
     folder = Path(path)
@@ -453,7 +455,10 @@ def load_checkpoint(
                     expected = str(data["digest"])
                     if digest == expected and _is_hierarchy(model):
                         # The pickled level buffers are current: keep their decision log for the next checkpoint.
-                        model.load_decision_log({key: data[key] for key in data.files if key != "digest"})  # type: ignore[attr-defined]
+                        try:
+                            model.load_decision_log({key: data[key] for key in data.files if key != "digest"})  # type: ignore[attr-defined]
+                        except ValueError as error:
+                            raise CheckpointError(f"{actions_file} does not fit this model: {error}") from error
                 if digest != expected:
                     # A pickled buffer left from an older checkpoint than the model and the actions: load the
                     # model again, with the empty buffer it is built with, and rebuild that from the actions.

@@ -86,9 +86,9 @@ class DecisionLog:
         """:return: The logged steps as arrays ``level_<i>`` (actions) and ``tested_<i>``, for ``np.savez``."""
         arrays: dict[str, np.ndarray] = {}
         for level in range(self.n_levels):
-            arrays[f"level_{level}"] = self._actions[level][: self.steps]
+            arrays[f"level_{level}"] = self._actions[level][: self.steps].copy()
             if level > 0:
-                arrays[f"tested_{level}"] = self._tested[level][: self.steps]
+                arrays[f"tested_{level}"] = self._tested[level][: self.steps].copy()
         return arrays
 
     @classmethod
@@ -98,9 +98,12 @@ class DecisionLog:
         :return: The log
         :raises ValueError: When the arrays are not a decision log
         """
-        levels = sorted(int(key.split("_")[1]) for key in arrays.keys() if key.startswith("level_"))
-        if not levels or levels != list(range(len(levels))):
-            raise ValueError(f"Not a decision log: expected arrays level_0 ... level_<k>, got {sorted(arrays.keys())}")
+        keys = set(arrays.keys())
+        levels = sorted(int(key.split("_")[1]) for key in keys if key.startswith("level_"))
+        if not levels or levels != list(range(len(levels))) or any(f"tested_{level}" not in keys for level in levels[1:]):
+            raise ValueError(
+                f"Not a decision log: expected arrays level_0 ... level_<k> and tested_1 ... tested_<k>, got {sorted(keys)}"
+            )
         actions = [np.asarray(arrays[f"level_{level}"], dtype=np.float32) for level in levels]
         steps, n_envs = actions[0].shape[:2]
         if any(array.ndim != 3 or array.shape[:2] != (steps, n_envs) for array in actions):

@@ -521,10 +521,14 @@ class HHER(OffPolicyAlgorithm):
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
         env_was_reset = self._last_obs is not previous_obs
-        if self._rollout is None or env_was_reset or self._rollout.n_envs != self.n_envs:
-            # A fresh env episode: partial attempts of an earlier learn() call are dropped, nothing is being skipped.
-            self._rollout = self._new_rollout_state()
+        other_envs = self._rollout is not None and self._rollout.n_envs != self.n_envs
+        if env_was_reset or other_envs:
+            # Fresh env episodes: nothing is being skipped. (A model loaded to continue its env episodes keeps the
+            # envs whose episode is being skipped.)
             self._discarded_envs.clear()
+        if self._rollout is None or env_was_reset or other_envs:
+            # Partial attempts of an earlier learn() call are dropped (a loaded model starts at episode boundaries).
+            self._rollout = self._new_rollout_state()
         self._setup_decision_log(env_was_reset)
         if reset_num_timesteps or not self._diagnostics:
             self._diagnostics = {}
@@ -662,6 +666,9 @@ class HHER(OffPolicyAlgorithm):
             num_collected_steps += 1
             callback.update_locals(locals())
             if not callback.on_step():
+                # As SB3, the transitions of this step are not stored: the decision log, which holds the step, no
+                # longer matches the buffers.
+                self._decision_log = None
                 return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, continue_training=False)
             self._update_info_buffer(infos, dones)
             self._store_hierarchy_transitions(new_obs, rewards, dones, infos)  # type: ignore[arg-type]
@@ -1001,7 +1008,8 @@ class HHER(OffPolicyAlgorithm):
             steps = "no" if log is None else f"{log.steps * log.n_envs}"
             raise ValueError(
                 f"The decision log ({steps} env steps) does not cover the {self.num_timesteps} steps in the replay "
-                "buffers (a model loaded without its log, or an env reset between two learn() calls)"
+                "buffers (a model loaded without its log, an env reset between two learn() calls, or a callback that "
+                "stopped training)"
             )
         return log.to_arrays()
 
