@@ -234,7 +234,7 @@ def test_hher_checkpoint_resume_equals_uninterrupted_run(tmp_path: Path) -> None
     def build_hher() -> HHER:
         env = make_env()
         env.seed(2)
-        return HHER("MultiInputPolicy", env, seed=2)
+        return HHER("MultiInputPolicy", env, seed=2, buffer_size=10_000)
 
     reference = build_hher()
     reference.learn(400)
@@ -258,7 +258,8 @@ def build_hher(record_decisions: bool = True, seed: int = 2):
 
     env = make_env()
     env.seed(seed)
-    return HHER("MultiInputPolicy", env, seed=seed, record_decisions=record_decisions)
+    # A small buffer: SB3's HerReplayBuffer builds one info dict per slot (seconds for the default 1M, per level).
+    return HHER("MultiInputPolicy", env, seed=seed, record_decisions=record_decisions, gradient_steps=5, buffer_size=10_000)
 
 
 def test_hher_checkpoint_without_pickled_buffers_rebuilds_them_from_decisions(tmp_path: Path) -> None:
