@@ -617,7 +617,7 @@ class NaNAtStep(gym.Wrapper):
 def test_hher_non_finite_observation_names_key_env_and_step() -> None:
     from sb3_hher.her.core import NonFiniteObservationError
 
-    model = HHER("MultiInputPolicy", NaNAtStep(make_goal_env("FetchReach-v4")), seed=0)
+    model = HHER("MultiInputPolicy", NaNAtStep(make_goal_env("FetchReach-v4")), seed=0, buffer_size=1_000)
     with pytest.raises(NonFiniteObservationError, match="Observation key 'observation' of env 0 is NaN or inf at step 7"):
         model.learn(20)
 
@@ -627,11 +627,11 @@ def test_hher_warns_under_vec_normalize() -> None:
 
     env = VecNormalize(DummyVecEnv([lambda: make_goal_env("FetchReach-v4")]), norm_reward=False)
     with pytest.warns(UserWarning, match="VecNormalize"):
-        HHER("MultiInputPolicy", env, seed=0)
+        HHER("MultiInputPolicy", env, seed=0, buffer_size=1_000)
 
 
 def test_hher_non_finite_skip_keeps_the_finite_part_of_the_episode() -> None:
-    model = HHER("MultiInputPolicy", NaNAtStep(make_goal_env("FetchReach-v4")), seed=0, non_finite="skip")
+    model = HHER("MultiInputPolicy", NaNAtStep(make_goal_env("FetchReach-v4")), seed=0, non_finite="skip", buffer_size=1_000)
     with pytest.warns(UserWarning, match=r"(?s)is NaN or inf at step 7.*not learned from"):
         model.learn(100)
     level0 = model.levels[0].replay_buffer

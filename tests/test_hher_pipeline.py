@@ -13,7 +13,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMoni
 from sb3_hher import HHER
 from sb3_hher.common.goal_env import make_goal_env
 
-SMALL = {"batch_size": 32, "gradient_steps": 2, "learning_starts": 50, "seed": 0}
+# buffer_size: SB3's HerReplayBuffer builds one info dict per slot (about 3 s per level for the default 1M).
+SMALL = {"batch_size": 32, "gradient_steps": 2, "learning_starts": 50, "seed": 0, "buffer_size": 10_000}
 
 
 def fetch_env() -> DummyVecEnv:

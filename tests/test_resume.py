@@ -37,7 +37,8 @@ def make_env() -> DummyVecEnv:
 def build(algo: type, seed: int = 3) -> HerDDPG:
     env = make_env()
     env.seed(seed)
-    return algo("MultiInputPolicy", env, seed=seed, gradient_steps=5)
+    # A small buffer: SB3's HerReplayBuffer builds one info dict per slot (about 3 s for the default 1M).
+    return algo("MultiInputPolicy", env, seed=seed, gradient_steps=5, buffer_size=10_000)
 
 
 def assert_same_training_state(a: HerDDPG, b: HerDDPG) -> None:
@@ -72,7 +73,7 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path: Path, algo: type) 
 def build_vanilla_ddpg(seed: int = 3) -> DDPG:
     env = make_env()
     env.seed(seed)
-    return DDPG("MultiInputPolicy", env, replay_buffer_class=HerReplayBuffer, seed=seed)
+    return DDPG("MultiInputPolicy", env, replay_buffer_class=HerReplayBuffer, seed=seed, buffer_size=10_000)
 
 
 @pytest.mark.parametrize("algo", [HerDDPG, HerTQC, DDPG])
