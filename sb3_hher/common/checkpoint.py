@@ -449,8 +449,9 @@ def load_checkpoint(
             # The checkpoint ends at an episode boundary (or starts fresh episodes): nothing to truncate.
             model.load_replay_buffer(folder / BUFFER_FILE, truncate_last_traj=not exact)
             loaded = True
-            digest = _model_digest(model)
-            if actions_file.is_file() and digest is not None:
+            # Hashing the loaded buffers is only needed to compare them with an actions file.
+            digest = _model_digest(model) if actions_file.is_file() else None
+            if digest is not None:
                 with np.load(actions_file) as data:
                     expected = str(data["digest"])
                     if digest == expected and _is_hierarchy(model):
