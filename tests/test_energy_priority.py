@@ -210,3 +210,31 @@ def test_object_moves_example_reads_a_saved_buffer(tmp_path):
     path = tmp_path / "replay_buffer.pkl"
     path.write_bytes(pickle.dumps(buffer))
     np.testing.assert_allclose(module.object_moves(str(path)), [0.0, 0.03], atol=1e-7)
+
+
+def test_greedy_object_moves_example_counts_rollouts():
+    import importlib.util
+    from pathlib import Path
+
+    from sb3_hher import HerDDPG
+    from sb3_hher.common.goal_env import make_goal_env
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "greedy_object_moves.py"
+    spec = importlib.util.spec_from_file_location("greedy_object_moves", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    env = make_goal_env("FetchPush-v4")
+    model = HerDDPG("MultiInputPolicy", env, buffer_size=1000, seed=0)
+
+    class Still:
+        """A policy that never acts: the object cannot move and the gripper stays where it starts."""
+
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return np.zeros(env.action_space.shape, dtype=np.float32), state
+
+    still = module.greedy_object_moves(Still(), env, n_episodes=2, seed=3)
+    assert still["moved"] == 0 and len(still["closest"]) == 2 and np.all(still["closest"] > 0)
+    result = module.greedy_object_moves(model, env, n_episodes=2, seed=3)
+    assert 0 <= result["moved"] <= 2 and 0 <= result["successes"] <= 2

@@ -1,0 +1,78 @@
+"""
+How often does a trained agent's greedy policy move the object, and how often does it succeed? Loads a saved model
+(any sb3-hher algorithm, HHER included: its ``predict`` carries the active subgoals in ``state``), runs seeded
+deterministic episodes and prints how many moved the achieved goal (for Fetch Push/Slide/PickAndPlace: the object)
+by more than a threshold, the successes, and the median closest gripper-object distance.
+
+    MUJOCO_GL=egl python examples/greedy_object_moves.py docs/benchmarks/fetchpush-v4-hher/checkpoints/hher_seed0/model.zip
+
+The numbers of docs/benchmarks/fetchpush-v4-hher/notes.md are this script's defaults (20 episodes seeded
+1000-1019, 1 cm). ``examples/object_moves.py`` counts the same thing over the episodes a run trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import gymnasium as gym
+
+import numpy as np
+
+from sb3_hher import HHER, HerDDPG, HerTD3, HerTQC
+from sb3_hher.common.goal_env import make_goal_env
+
+
+ALGORITHMS = {"hher": HHER, "her_ddpg": HerDDPG, "her_td3": HerTD3, "her_tqc": HerTQC}
+
+
+def greedy_object_moves(model: Any, env: gym.Env, n_episodes: int = 20, seed: int = 1000, threshold: float = 0.01) -> dict:
+    """
+    :param model: A trained model (``predict`` with ``state`` and ``episode_start``, as every SB3 algorithm)
+    :param env: A goal env whose achieved goal is the object (Fetch Push/Slide/PickAndPlace)
+    :param n_episodes: Deterministic episodes to run, seeded ``seed``, ``seed + 1``, ...
+    :param seed: Seed of the first episode
+    :param threshold: Displacement of the achieved goal that counts as moved (m)
+    :return: ``moved`` and ``successes`` (episode counts) and ``closest`` (per episode, the smallest gripper-object
+        distance)
+    """
+    moved = successes = 0
+    closest = []
+    for episode in range(n_episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        start = obs["achieved_goal"].copy()
+        state, episode_start, done, info = None, np.array([True]), False, {}
+        nearest = np.inf
+        while not done:
+            action, state = model.predict(obs, state=state, episode_start=episode_start, deterministic=True)
+            episode_start = np.array([False])
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+            nearest = min(nearest, float(np.linalg.norm(obs["observation"][:3] - obs["achieved_goal"])))
+        moved += bool(np.linalg.norm(obs["achieved_goal"] - start) > threshold)
+        successes += bool(info.get("is_success", info.get("success", False)))
+        closest.append(nearest)
+    return {"moved": moved, "successes": successes, "closest": np.array(closest)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="A saved sb3-hher model (.zip)")
+    parser.add_argument("--algo", default="hher", choices=sorted(ALGORITHMS), help="The saved model's algorithm")
+    parser.add_argument("--env", default="FetchPush-v4")
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1000, help="Seed of the first episode (then +1 per episode)")
+    parser.add_argument("--threshold", type=float, default=0.01, help="Object displacement that counts as moved (m)")
+    args = parser.parse_args()
+
+    env = make_goal_env(args.env)
+    model = ALGORITHMS[args.algo].load(args.model, env=env, device="cpu")
+    result = greedy_object_moves(model, env, args.episodes, args.seed, args.threshold)
+    print(
+        f"object moved in {result['moved']}/{args.episodes} episodes, success {result['successes']}/{args.episodes}, "
+        f"median closest gripper-object distance {np.median(result['closest']):.3f} m"
+    )
+
+
+if __name__ == "__main__":
+    main()
