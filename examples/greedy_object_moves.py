@@ -16,17 +16,18 @@ import argparse
 from typing import Any
 
 import gymnasium as gym
-
 import numpy as np
 
 from sb3_hher import HHER, HerDDPG, HerTD3, HerTQC
-from sb3_hher.common.goal_env import make_goal_env
+from sb3_hher.common.goal_env import get_success, make_goal_env
 
 
 ALGORITHMS = {"hher": HHER, "her_ddpg": HerDDPG, "her_td3": HerTD3, "her_tqc": HerTQC}
 
 
-def greedy_object_moves(model: Any, env: gym.Env, n_episodes: int = 20, seed: int = 1000, threshold: float = 0.01) -> dict:
+def greedy_object_moves(
+    model: Any, env: gym.Env, n_episodes: int = 20, seed: int = 1000, threshold: float = 0.01
+) -> dict[str, Any]:
     """
     :param model: A trained model (``predict`` with ``state`` and ``episode_start``, as every SB3 algorithm)
     :param env: A goal env whose achieved goal is the object (Fetch Push/Slide/PickAndPlace)
@@ -50,7 +51,7 @@ def greedy_object_moves(model: Any, env: gym.Env, n_episodes: int = 20, seed: in
             done = terminated or truncated
             nearest = min(nearest, float(np.linalg.norm(obs["observation"][:3] - obs["achieved_goal"])))
         moved += bool(np.linalg.norm(obs["achieved_goal"] - start) > threshold)
-        successes += bool(info.get("is_success", info.get("success", False)))
+        successes += bool(get_success(info))
         closest.append(nearest)
     return {"moved": moved, "successes": successes, "closest": np.array(closest)}
 

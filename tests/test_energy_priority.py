@@ -192,15 +192,21 @@ def test_env_without_dt_is_refused_when_set_after_an_envless_construction():
         buffer.set_env(env)
 
 
-def test_object_moves_example_reads_a_saved_buffer(tmp_path):
+def _load_example(name: str):
+    """Import ``examples/<name>.py`` (the examples folder is not a package)."""
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "object_moves.py"
-    spec = importlib.util.spec_from_file_location("object_moves", script)
+    script = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_object_moves_example_reads_a_saved_buffer(tmp_path):
+    module = _load_example("object_moves")
 
     buffer, _ = _energy_buffer(energy_dt=1.0)
     moving = np.zeros((11, 2))
@@ -213,17 +219,10 @@ def test_object_moves_example_reads_a_saved_buffer(tmp_path):
 
 
 def test_greedy_object_moves_example_counts_rollouts():
-    import importlib.util
-    from pathlib import Path
-
     from sb3_hher import HerDDPG
     from sb3_hher.common.goal_env import make_goal_env
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "greedy_object_moves.py"
-    spec = importlib.util.spec_from_file_location("greedy_object_moves", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_example("greedy_object_moves")
 
     env = make_goal_env("FetchPush-v4")
     model = HerDDPG("MultiInputPolicy", env, buffer_size=1000, seed=0)
