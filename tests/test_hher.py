@@ -542,6 +542,25 @@ def test_invalid_arguments() -> None:
         HHER("MultiInputPolicy", make_point_env(), level_kwargs={"learning_starts": 5})
     with pytest.raises(ValueError, match="subgoal_penalty"):
         HHER("MultiInputPolicy", make_point_env(), subgoal_penalty=1.0)
+    with pytest.raises(ValueError, match=r"Unknown subgoal_space keys \['threshold'\]"):
+        HHER("MultiInputPolicy", make_point_env(), subgoal_space={"threshold": 0.01})
+    with pytest.raises(TypeError, match="subgoal_space must be"):
+        HHER("MultiInputPolicy", make_point_env(), subgoal_space=0.01)  # type: ignore[arg-type]
+
+
+def test_subgoal_space_dict_adjusts_the_preset(tmp_path: Any) -> None:
+    # What a zoo YAML file or the benchmark's --set can express: the Fetch preset with tighter thresholds.
+    env = make_goal_env("FetchPush-v4")
+    model = HHER("MultiInputPolicy", env, subgoal_space={"thresholds": 0.01, "high": [1.5, 1.1, 0.9]}, buffer_size=1_000)
+    assert isinstance(model.subgoal_space, SubgoalSpace) and model.subgoal_space.name == "fetch"
+    np.testing.assert_allclose(model.subgoal_space.thresholds, 0.01)
+    np.testing.assert_allclose(model.subgoal_space.high, [1.5, 1.1, 0.9])
+    np.testing.assert_allclose(model.subgoal_space.low, [1.05, 0.4, 0.38])
+    model.save(tmp_path / "model.zip")
+    loaded = HHER.load(tmp_path / "model.zip", env=env)
+    np.testing.assert_allclose(loaded.subgoal_space.thresholds, 0.01)
+    with pytest.raises(ValueError, match="Unknown subgoal space preset 'fetchy'"):
+        HHER("MultiInputPolicy", env, subgoal_space={"preset": "fetchy"}, buffer_size=1_000)
 
 
 # ----------------------------------------------------------------------------- learning

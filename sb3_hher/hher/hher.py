@@ -62,6 +62,25 @@ RESERVED_LEVEL_KWARGS = (
     "optimize_memory_usage",
     "_init_setup_model",
 )
+# Keys of a ``subgoal_space`` dict: the keyword arguments of ``subgoal_space_for_env`` after the env.
+SUBGOAL_SPACE_KEYS = frozenset({"preset", "low", "high", "thresholds"})
+
+
+def _check_subgoal_space_argument(subgoal_space: Any) -> None:
+    """
+    Fail early on a ``subgoal_space`` argument HHER cannot resolve (presets are checked against the env later).
+
+    :param subgoal_space: The constructor's ``subgoal_space``
+    """
+    if isinstance(subgoal_space, dict):
+        unknown = sorted(set(subgoal_space) - SUBGOAL_SPACE_KEYS)
+        if unknown:
+            raise ValueError(
+                f"Unknown subgoal_space keys {unknown}: a dict holds subgoal_space_for_env arguments "
+                f"{sorted(SUBGOAL_SPACE_KEYS)}"
+            )
+    elif not isinstance(subgoal_space, str | SubgoalSpace):
+        raise TypeError(f"subgoal_space must be a SubgoalSpace, a preset name or a dict, got {type(subgoal_space)}")
 
 
 class _LevelLogger:
@@ -152,7 +171,9 @@ class HHER(OffPolicyAlgorithm):
     :param subgoal_horizon: Max actions of a level per subgoal (H in the paper); ``None``: ``round(T ** (1 / k))``
         with T the env's time limit, so that H ** k is about T
     :param subgoal_space: A ``SubgoalSpace``, or a preset name: ``"auto"`` (chosen by env id: Fetch gripper
-        position, maze x-y, otherwise the achieved-goal space), ``"fetch"``, ``"maze"``, ``"generic"``
+        position, maze x-y, otherwise the achieved-goal space), ``"fetch"``, ``"maze"``, ``"generic"``, or a dict of
+        ``subgoal_space_for_env`` keyword arguments (``preset``, ``low``, ``high``, ``thresholds``) that adjusts a
+        preset, e.g. ``{"thresholds": 0.01}`` (what a zoo YAML file or ``--set`` can express)
     :param subgoal_test_prob: Probability that a proposed subgoal is tested (lambda in the paper, 0.3)
     :param subgoal_penalty: Reward of a missed test subgoal, with discount 0; ``None``: ``-H``
     :param level_learners: Update rule of each level, ``"ddpg"`` (``HerDDPG``) or ``"td3"`` (``HerTD3``): one name
@@ -204,7 +225,7 @@ class HHER(OffPolicyAlgorithm):
         env: GymEnv | str | None,
         n_levels: int = 2,
         subgoal_horizon: int | None = None,
-        subgoal_space: SubgoalSpace | str = "auto",
+        subgoal_space: SubgoalSpace | str | dict[str, Any] = "auto",
         subgoal_test_prob: float = 0.3,
         subgoal_penalty: float | None = None,
         level_learners: str | Sequence[str] = "ddpg",
@@ -276,6 +297,7 @@ class HHER(OffPolicyAlgorithm):
         self.n_levels = int(n_levels)
         self.gamma = gamma  # type: ignore[assignment]  # None: resolved per level
         self.subgoal_horizon = subgoal_horizon
+        _check_subgoal_space_argument(subgoal_space)
         self.subgoal_space = subgoal_space
         self.subgoal_test_prob = float(subgoal_test_prob)
         self.subgoal_penalty = subgoal_penalty
@@ -354,10 +376,15 @@ class HHER(OffPolicyAlgorithm):
             if self.subgoal_horizon is None:
                 self.subgoal_horizon = max_steps or 1
             return
-        if isinstance(self.subgoal_space, str):
+        if isinstance(self.subgoal_space, str | dict):
             if self.env is None:
                 raise ValueError("HHER needs an env to choose a subgoal space preset (or a SubgoalSpace)")
-            self.subgoal_space = subgoal_space_for_env(self.env, preset=self.subgoal_space)
+            given = self.subgoal_space
+            kwargs: dict[str, Any] = {"preset": given} if isinstance(given, str) else dict(given)
+            for key in ("low", "high", "thresholds"):
+                if kwargs.get(key) is not None:
+                    kwargs[key] = np.asarray(kwargs[key], dtype=np.float64)
+            self.subgoal_space = subgoal_space_for_env(self.env, **kwargs)
         elif self.env is not None:
             self.subgoal_space.check_observation_space(self.env.observation_space)
         if self.subgoal_horizon is None:
