@@ -2,7 +2,8 @@
 How often does a trained agent's greedy policy move the object, and how often does it succeed? Loads a saved model
 (any sb3-hher algorithm, HHER included: its ``predict`` carries the active subgoals in ``state``), runs seeded
 deterministic episodes and prints how many moved the achieved goal (for Fetch Push/Slide/PickAndPlace: the object)
-by more than a threshold, the successes, and the median closest gripper-object distance.
+by more than a threshold, the successes, the failures that reached the goal on the way and left it (pushed through it
+or off it), the median final goal distance and the median closest gripper-object distance.
 
     MUJOCO_GL=egl python examples/greedy_object_moves.py docs/benchmarks/fetchpush-v4-hher/checkpoints/hher_seed0/model.zip
 
@@ -34,26 +35,37 @@ def greedy_object_moves(
     :param n_episodes: Deterministic episodes to run, seeded ``seed``, ``seed + 1``, ...
     :param seed: Seed of the first episode
     :param threshold: Displacement of the achieved goal that counts as moved (m)
-    :return: ``moved`` and ``successes`` (episode counts) and ``closest`` (per episode, the smallest gripper-object
-        distance)
+    :return: ``moved``, ``successes`` and ``left_goal`` (episode counts: failures that were a success at an earlier
+        step), ``closest`` (per episode, the smallest gripper-object distance) and ``final_distance`` (per episode,
+        the achieved goal's distance to the desired goal at the end)
     """
-    moved = successes = 0
-    closest = []
+    moved = successes = left_goal = 0
+    closest, final_distance = [], []
     for episode in range(n_episodes):
         obs, _ = env.reset(seed=seed + episode)
         start = obs["achieved_goal"].copy()
         state, episode_start, done, info = None, np.array([True]), False, {}
-        nearest = np.inf
+        nearest, reached = np.inf, False
         while not done:
             action, state = model.predict(obs, state=state, episode_start=episode_start, deterministic=True)
             episode_start = np.array([False])
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
             nearest = min(nearest, float(np.linalg.norm(obs["observation"][:3] - obs["achieved_goal"])))
+            success = bool(get_success(info))
+            reached |= success
         moved += bool(np.linalg.norm(obs["achieved_goal"] - start) > threshold)
-        successes += bool(get_success(info))
+        successes += success
+        left_goal += reached and not success
         closest.append(nearest)
-    return {"moved": moved, "successes": successes, "closest": np.array(closest)}
+        final_distance.append(float(np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])))
+    return {
+        "moved": moved,
+        "successes": successes,
+        "left_goal": left_goal,
+        "closest": np.array(closest),
+        "final_distance": np.array(final_distance),
+    }
 
 
 def main() -> None:
@@ -71,6 +83,8 @@ def main() -> None:
     result = greedy_object_moves(model, env, args.episodes, args.seed, args.threshold)
     print(
         f"object moved in {result['moved']}/{args.episodes} episodes, success {result['successes']}/{args.episodes}, "
+        f"failures that reached the goal and left it {result['left_goal']}, "
+        f"median final goal distance {np.median(result['final_distance']):.3f} m, "
         f"median closest gripper-object distance {np.median(result['closest']):.3f} m"
     )
 

@@ -235,5 +235,11 @@ def test_greedy_object_moves_example_counts_rollouts():
 
     still = module.greedy_object_moves(Still(), env, n_episodes=2, seed=3)
     assert still["moved"] == 0 and len(still["closest"]) == 2 and np.all(still["closest"] > 0)
+    # The object never moves: it ends as far from the goal as it started, and cannot have reached and left it.
+    starts = [env.reset(seed=seed)[0] for seed in (3, 4)]
+    np.testing.assert_allclose(
+        still["final_distance"], [np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]) for obs in starts], atol=1e-6
+    )
+    assert still["left_goal"] == 0
     result = module.greedy_object_moves(model, env, n_episodes=2, seed=3)
-    assert 0 <= result["moved"] <= 2 and 0 <= result["successes"] <= 2
+    assert 0 <= result["moved"] <= 2 and 0 <= result["successes"] + result["left_goal"] <= 2
