@@ -381,9 +381,6 @@ class HHER(OffPolicyAlgorithm):
                 raise ValueError("HHER needs an env to choose a subgoal space preset (or a SubgoalSpace)")
             given = self.subgoal_space
             kwargs: dict[str, Any] = {"preset": given} if isinstance(given, str) else dict(given)
-            for key in ("low", "high", "thresholds"):
-                if kwargs.get(key) is not None:
-                    kwargs[key] = np.asarray(kwargs[key], dtype=np.float64)
             self.subgoal_space = subgoal_space_for_env(self.env, **kwargs)
         elif self.env is not None:
             self.subgoal_space.check_observation_space(self.env.observation_space)
