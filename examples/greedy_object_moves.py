@@ -44,7 +44,7 @@ def greedy_object_moves(
     for episode in range(n_episodes):
         obs, _ = env.reset(seed=seed + episode)
         start = obs["achieved_goal"].copy()
-        state, episode_start, done, info = None, np.array([True]), False, {}
+        state, episode_start, done = None, np.array([True]), False
         nearest, reached = np.inf, False
         while not done:
             action, state = model.predict(obs, state=state, episode_start=episode_start, deterministic=True)

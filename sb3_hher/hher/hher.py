@@ -63,7 +63,7 @@ RESERVED_LEVEL_KWARGS = (
     "_init_setup_model",
 )
 # Keys of a ``subgoal_space`` dict: the keyword arguments of ``subgoal_space_for_env`` after the env.
-SUBGOAL_SPACE_KEYS = frozenset({"preset", "low", "high", "thresholds"})
+SUBGOAL_SPACE_KEYS = frozenset(inspect.signature(subgoal_space_for_env).parameters) - {"env"}
 
 
 def _check_subgoal_space_argument(subgoal_space: Any) -> None:
