@@ -209,6 +209,53 @@ def test_subgoal_test_penalty_transitions(subgoal_test_prob: float) -> None:
     assert set(np.unique(rewards[~penalty_rows])) <= {-1.0, 0.0}
 
 
+@pytest.mark.parametrize("goal_threshold", [None, 0.1])
+def test_lower_level_returns_control_at_the_env_goal(goal_threshold: float | None) -> None:
+    """
+    Start 0, env goal 0.4, H = 3, subgoals 1.0, level 0 pushes +0.2 a step, every subgoal tested. With
+    ``goal_threshold`` the first attempt ends at 0.4, where the env goal is achieved (not exhausted: no penalty);
+    without, it runs its H actions to 0.6 and earns the penalty.
+    """
+    env = make_point_env(max_steps=4, dim=1, start=[0.0], goal=[0.4])
+    model = small_hher(env, subgoal_horizon=3, subgoal_test_prob=1.0, gradient_steps=0, goal_threshold=goal_threshold)
+    assert model.policy.goal_threshold == goal_threshold
+    Script(model, {1: [1.0], 0: [1.0]})
+    model.learn(total_timesteps=4)
+    top, low = stored(model.levels[1].replay_buffer), stored(model.levels[0].replay_buffer)
+    buffer = model.levels[1].replay_buffer
+    if goal_threshold is None:
+        np.testing.assert_allclose(top["next_x"], [0.6, 0.8], atol=1e-6)
+        np.testing.assert_array_equal(low["ep_length"], [3, 3, 3, 1])
+        assert buffer.n_penalty == 1
+    else:
+        np.testing.assert_allclose(top["next_x"], [0.4, 0.8], atol=1e-6)
+        np.testing.assert_allclose(top["reward"], [0.0, -1.0])
+        np.testing.assert_array_equal(low["ep_length"], [2, 2, 2, 2])
+        assert buffer.n_penalty == 0
+
+    # predict does the same: at the env goal, the level above proposes a new subgoal although level 0 has actions left.
+    at_goal = {"observation": np.array([[0.4]]), "achieved_goal": np.array([[0.4]]), "desired_goal": np.array([[0.45]])}
+    busy = HierarchyState(np.array([[[1.0]]], dtype=np.float32), np.array([[2]]))
+    _, after = model.predict(at_goal, state=busy)
+    np.testing.assert_array_equal(after.steps_left, [[1]] if goal_threshold is None else [[2]])
+
+
+def test_goal_threshold_resolution(tmp_path: Any) -> None:
+    # "auto": Fetch's distance_threshold; nothing for an env that does not expose one.
+    fetch = HHER("MultiInputPolicy", make_goal_env("FetchPush-v4"), buffer_size=1_000)
+    assert fetch.goal_threshold == 0.05 and fetch.policy.goal_threshold == 0.05
+    assert small_hher(make_point_env()).goal_threshold is None
+    # A distance the env's reward disagrees with is refused; a bad value too.
+    with pytest.raises(ValueError, match=r"goal_threshold=0\.3 cannot tell"):
+        small_hher(make_point_env(), goal_threshold=0.3)
+    with pytest.raises(ValueError, match="goal_threshold must be"):
+        small_hher(make_point_env(), goal_threshold=-1.0)
+    # Saved with the model, used without an env.
+    model = small_hher(make_point_env(), goal_threshold=0.1)
+    model.save(tmp_path / "model.zip")
+    assert HHER.load(tmp_path / "model.zip").policy.goal_threshold == 0.1
+
+
 def test_hindsight_goal_relabelling_at_every_level() -> None:
     model = scripted_episode(1.0)
     np.random.seed(1)

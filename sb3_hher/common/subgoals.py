@@ -314,6 +314,23 @@ def env_id_of(env: VecEnv | gym.Env) -> str | None:
     return getattr(spec, "id", None)
 
 
+def env_goal_threshold(env: VecEnv | gym.Env) -> float | None:
+    """
+    The Euclidean distance within which the env's goal counts as achieved, where the env family is known to define
+    success that way: Fetch (its ``distance_threshold``), PointMaze and AntMaze (0.45), or any env exposing a
+    ``distance_threshold``.
+
+    :param env: A gymnasium or vectorised env
+    :return: The distance, or ``None`` when the env does not say
+    """
+    if (env_id_of(env) or "").startswith(("PointMaze", "AntMaze")):
+        return MAZE_DISTANCE_THRESHOLD
+    try:
+        return float(_env_attr(env, "distance_threshold"))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def subgoal_space_for_env(
     env: VecEnv | gym.Env,
     preset: str = "auto",

@@ -34,7 +34,7 @@ from sb3_hher.common.goal_env import (
     register_env_id,
 )
 from sb3_hher.common.policies import GoalPolicy
-from sb3_hher.common.subgoals import SubgoalSpace, subgoal_space_for_env
+from sb3_hher.common.subgoals import SubgoalSpace, env_goal_threshold, subgoal_space_for_env
 from sb3_hher.her.core import AUTO, NonFiniteObservationError, find_non_finite, zero_non_finite
 from sb3_hher.her.her_ddpg import HerDDPG
 from sb3_hher.her.her_td3 import HerTD3
@@ -81,6 +81,16 @@ def _check_subgoal_space_argument(subgoal_space: Any) -> None:
             )
     elif not isinstance(subgoal_space, str | SubgoalSpace):
         raise TypeError(f"subgoal_space must be a SubgoalSpace, a preset name or a dict, got {type(subgoal_space)}")
+
+
+def _check_goal_threshold_argument(goal_threshold: Any) -> None:
+    """
+    :param goal_threshold: The constructor's ``goal_threshold`` (checked against the env's reward later)
+    """
+    if goal_threshold is None or goal_threshold == AUTO:
+        return
+    if isinstance(goal_threshold, bool) or not isinstance(goal_threshold, float | int) or not goal_threshold > 0:
+        raise ValueError(f"goal_threshold must be 'auto', None or a positive distance, got {goal_threshold!r}")
 
 
 class _LevelLogger:
@@ -174,6 +184,13 @@ class HHER(OffPolicyAlgorithm):
         position, maze x-y, otherwise the achieved-goal space), ``"fetch"``, ``"maze"``, ``"generic"``, or a dict of
         ``subgoal_space_for_env`` keyword arguments (``preset``, ``low``, ``high``, ``thresholds``) that adjusts a
         preset, e.g. ``{"thresholds": 0.01}`` (what a zoo YAML file or ``--set`` can express)
+    :param goal_threshold: Euclidean distance between achieved and desired goal within which the env's goal counts as
+        achieved by the hierarchy: every lower level then returns control at once (HAC: a level's attempt ends when
+        any higher goal is achieved, the env's goal included), so the top level can hold the goal (e.g. stop pushing
+        a Fetch object that has reached it) instead of waiting for the level below to finish its subgoal.
+        ``"auto"``: the env's ``distance_threshold`` (Fetch), 0.45 (PointMaze, AntMaze), otherwise ``None``;
+        ``None``: lower levels return only at their own subgoals or after H actions. A distance is checked against
+        the env's ``compute_reward`` at construction
     :param subgoal_test_prob: Probability that a proposed subgoal is tested (lambda in the paper, 0.3)
     :param subgoal_penalty: Reward of a missed test subgoal, with discount 0; ``None``: ``-H``
     :param level_learners: Update rule of each level, ``"ddpg"`` (``HerDDPG``) or ``"td3"`` (``HerTD3``): one name
@@ -226,6 +243,7 @@ class HHER(OffPolicyAlgorithm):
         n_levels: int = 2,
         subgoal_horizon: int | None = None,
         subgoal_space: SubgoalSpace | str | dict[str, Any] = "auto",
+        goal_threshold: float | str | None = "auto",
         subgoal_test_prob: float = 0.3,
         subgoal_penalty: float | None = None,
         level_learners: str | Sequence[str] = "ddpg",
@@ -299,6 +317,10 @@ class HHER(OffPolicyAlgorithm):
         self.subgoal_horizon = subgoal_horizon
         _check_subgoal_space_argument(subgoal_space)
         self.subgoal_space = subgoal_space
+        _check_goal_threshold_argument(goal_threshold)
+        # SB3's load builds the model with _init_setup_model=False, then sets the saved attributes: a model saved before
+        # goal_threshold existed keeps None, the behaviour it was trained with.
+        self.goal_threshold = goal_threshold if _init_setup_model else None
         self.subgoal_test_prob = float(subgoal_test_prob)
         self.subgoal_penalty = subgoal_penalty
         self.level_learners = [name.lower() for name in _per_level(level_learners, self.n_levels, "level_learners")]
@@ -365,6 +387,7 @@ class HHER(OffPolicyAlgorithm):
             [learner.policy for learner in self.levels],
             self.subgoal_space if isinstance(self.subgoal_space, SubgoalSpace) else None,
             self.subgoal_horizon or 1,
+            goal_threshold=self.goal_threshold if isinstance(self.goal_threshold, float) else None,
         )
         self._diagnostics = {}
         self._rollout = None
@@ -393,6 +416,34 @@ class HHER(OffPolicyAlgorithm):
             self.subgoal_horizon = max(2, round(max_steps ** (1.0 / self.n_levels)))
         if self.subgoal_penalty is None:
             self.subgoal_penalty = -float(self.subgoal_horizon)
+        self._resolve_goal_threshold()
+
+    def _resolve_goal_threshold(self) -> None:
+        """Resolve ``goal_threshold="auto"`` from the env; check a distance against the env's ``compute_reward``."""
+        given = self.goal_threshold
+        if given is None or self.env is None:
+            return  # without an env (a model loaded to predict), the saved distance stands
+        threshold = env_goal_threshold(self.env) if given == AUTO else float(given)
+        if threshold is not None and not self._env_agrees_with_goal_threshold(threshold):
+            message = (
+                f"The env's compute_reward does not count goals within a Euclidean distance of {threshold} as achieved "
+                "(and farther ones as missed)"
+            )
+            if given != AUTO:
+                raise ValueError(f"{message}: goal_threshold={given} cannot tell when its goal is reached (pass None)")
+            warnings.warn(f"{message}: lower levels will not return control at the env's goal (goal_threshold=None)")
+            threshold = None
+        self.goal_threshold = threshold
+
+    def _env_agrees_with_goal_threshold(self, threshold: float) -> bool:
+        """Whether the env's reward calls goals just inside ``threshold`` achieved and goals just outside missed."""
+        assert self.env is not None and self.goal_env_spec is not None
+        goal_dim = self.goal_env_spec.goal_dim
+        offsets = np.zeros((2, goal_dim))
+        offsets[:, 0] = (0.9 * threshold, 1.1 * threshold)
+        achieved = np.zeros((2, goal_dim), dtype=np.float32)
+        rewards = call_compute_reward(self.env, achieved, offsets.astype(np.float32), [{}, {}])
+        return bool(np.array_equal(self._success_from_env_reward(rewards), [True, False]))
 
     def _level_spaces(self, level: int) -> tuple[spaces.Dict, spaces.Box]:
         assert isinstance(self.observation_space, spaces.Dict) and isinstance(self.action_space, spaces.Box)

@@ -72,6 +72,10 @@ class HierarchicalPolicy(BasePolicy):
     :param level_policies: One ``GoalPolicy`` per level, level 0 (env actions) first
     :param subgoal_space: The subgoal space of the levels below the top (``None`` for one level)
     :param subgoal_horizon: Max actions of a level per subgoal (H in the paper)
+    :param goal_threshold: Euclidean distance between the achieved and the desired goal within which the env's goal
+        counts as achieved: every lower level's attempt then ends (HAC: a level returns control once any higher goal
+        is achieved, the env's goal included), so the top level decides again as soon as the goal is reached.
+        ``None``: lower levels return only at their own subgoals or after H actions
     """
 
     levels: nn.ModuleList
@@ -83,6 +87,7 @@ class HierarchicalPolicy(BasePolicy):
         level_policies: list[GoalPolicy],
         subgoal_space: SubgoalSpace | None,
         subgoal_horizon: int,
+        goal_threshold: float | None = None,
     ) -> None:
         super().__init__(observation_space, action_space, squash_output=True)
         if len(level_policies) == 0:
@@ -92,6 +97,9 @@ class HierarchicalPolicy(BasePolicy):
         self.levels = nn.ModuleList(level_policies)
         self.subgoal_space = subgoal_space
         self.subgoal_horizon = int(subgoal_horizon)
+        if goal_threshold is not None and not goal_threshold > 0:
+            raise ValueError(f"goal_threshold must be a positive distance or None, got {goal_threshold!r}")
+        self.goal_threshold = None if goal_threshold is None else float(goal_threshold)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         # The level policies travel whole (their own classes and constructor parameters, pickled by
@@ -102,6 +110,7 @@ class HierarchicalPolicy(BasePolicy):
             "level_policies": list(self.levels),
             "subgoal_space": self.subgoal_space,
             "subgoal_horizon": self.subgoal_horizon,
+            "goal_threshold": self.goal_threshold,
         }
 
     @property
@@ -182,9 +191,10 @@ class HierarchicalPolicy(BasePolicy):
         """
         Close the attempts that are over in ``observation`` and mark them in ``state`` (``steps_left = 0``).
 
-        An attempt of level i ends when its subgoal or a subgoal of a level above is achieved (HAC: a level returns
-        control once any higher goal is achieved), or when it has used its H actions and its last action (for
-        i > 0, the attempt of level i - 1) is over. The top level's attempt is the env episode.
+        An attempt of level i ends when its subgoal, a subgoal of a level above or (with ``goal_threshold``) the env's
+        goal is achieved (HAC: a level returns control once any higher goal is achieved), or when it has used its H
+        actions and its last action (for i > 0, the attempt of level i - 1) is over. The top level's attempt is the
+        env episode.
 
         :param observation: Batched env observation (the state the last action led to)
         :param state: Hierarchy state, updated in place
@@ -200,6 +210,8 @@ class HierarchicalPolicy(BasePolicy):
         reached = self.subgoal_space.is_achieved(achieved[None], state.subgoals)
         # reached_here_or_above[i]: the goal of level i or of any lower level above it is achieved.
         reached_here_or_above = np.flip(np.logical_or.accumulate(np.flip(reached, axis=0), axis=0), axis=0)
+        if self.goal_threshold is not None:
+            reached_here_or_above |= self.goal_reached(observation)[None]
         out_of_actions = state.steps_left <= 0
         ended = np.zeros_like(reached)
         ended[0] = out_of_actions[0] | reached_here_or_above[0]
@@ -208,6 +220,17 @@ class HierarchicalPolicy(BasePolicy):
         exhausted = ended & ~reached_here_or_above
         state.steps_left[ended] = 0
         return AttemptOutcome(ended, reached, exhausted)
+
+    def goal_reached(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """
+        :param observation: Batched env observation
+        :return: Whether each env's goal is achieved (within ``goal_threshold``; all ``False`` without one)
+        """
+        achieved = np.asarray(observation["achieved_goal"], dtype=np.float64)
+        if self.goal_threshold is None:
+            return np.zeros(achieved.shape[0], dtype=bool)
+        distance = np.linalg.norm(achieved - np.asarray(observation["desired_goal"], dtype=np.float64), axis=-1)
+        return distance <= self.goal_threshold
 
     def act(
         self, observation: dict[str, np.ndarray], state: HierarchyState, select: ActionSelector | None = None
