@@ -76,10 +76,21 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1000, help="Seed of the first episode (then +1 per episode)")
     parser.add_argument("--threshold", type=float, default=0.01, help="Object displacement that counts as moved (m)")
+    parser.add_argument(
+        "--goal-threshold",
+        type=float,
+        default=None,
+        help="HHER only: replace the saved goal_threshold (distance at which lower levels return control at the env's "
+        "goal), e.g. 0.05 for a model saved before it existed; 0 turns it off",
+    )
     args = parser.parse_args()
 
     env = make_goal_env(args.env)
     model = ALGORITHMS[args.algo].load(args.model, env=env, device="cpu")
+    if args.goal_threshold is not None:
+        if not isinstance(model, HHER):
+            parser.error("--goal-threshold applies to HHER models only")
+        model.policy.goal_threshold = args.goal_threshold or None
     result = greedy_object_moves(model, env, args.episodes, args.seed, args.threshold)
     print(
         f"object moved in {result['moved']}/{args.episodes} episodes, success {result['successes']}/{args.episodes}, "
