@@ -325,6 +325,11 @@ def env_goal_threshold(env: VecEnv | gym.Env) -> float | None:
     """
     if (env_id_of(env) or "").startswith(("PointMaze", "AntMaze")):
         return MAZE_DISTANCE_THRESHOLD
+    return _env_distance_threshold(env)
+
+
+def _env_distance_threshold(env: VecEnv | gym.Env) -> float | None:
+    """The env's numeric ``distance_threshold`` attribute (Fetch has one), or ``None``."""
     try:
         return float(_env_attr(env, "distance_threshold"))
     except (AttributeError, TypeError, ValueError):
@@ -366,11 +371,8 @@ def subgoal_space_for_env(
     check_goal_observation_space(observation_space)
     assert isinstance(observation_space, spaces.Dict)
     if preset == "fetch":
-        try:
-            distance_threshold = float(_env_attr(env, "distance_threshold"))
-        except AttributeError:
-            distance_threshold = FETCH_DISTANCE_THRESHOLD
-        space = fetch_subgoal_space(env_id, distance_threshold)
+        distance_threshold = _env_distance_threshold(env)
+        space = fetch_subgoal_space(env_id, FETCH_DISTANCE_THRESHOLD if distance_threshold is None else distance_threshold)
     elif preset == "maze":
         space = maze_subgoal_space(_env_attr(env, "maze"))
     else:
