@@ -2,8 +2,10 @@
 How often does a trained agent's greedy policy move the object, and how often does it succeed? Loads a saved model
 (any sb3-hher algorithm, HHER included: its ``predict`` carries the active subgoals in ``state``), runs seeded
 deterministic episodes and prints how many moved the achieved goal (for Fetch Push/Slide/PickAndPlace: the object)
-by more than a threshold, the successes, the failures that reached the goal on the way and left it (pushed through it
-or off it), the median final goal distance and the median closest gripper-object distance.
+by more than a threshold, the successes, and the failures by kind: reached the goal on the way and left it (pushed
+through it or off it), object fell off the table, object never moved, object moved but ended short of the goal. Then
+the median start goal distance of failures and successes (are the failures the far goals?), the median final goal
+distance and the median closest gripper-object distance.
 
     MUJOCO_GL=egl python examples/greedy_object_moves.py docs/benchmarks/fetchpush-v4-hher/checkpoints/hher_seed0/model.zip
 
@@ -27,7 +29,12 @@ ALGORITHMS = {"hher": HHER, "her_ddpg": HerDDPG, "her_td3": HerTD3, "her_tqc": H
 
 
 def greedy_object_moves(
-    model: Any, env: gym.Env, n_episodes: int = 20, seed: int = 1000, threshold: float = 0.01
+    model: Any,
+    env: gym.Env,
+    n_episodes: int = 20,
+    seed: int = 1000,
+    threshold: float = 0.01,
+    fall_height: float = 0.1,
 ) -> dict[str, Any]:
     """
     :param model: A trained model (``predict`` with ``state`` and ``episode_start``, as every SB3 algorithm)
@@ -35,12 +42,16 @@ def greedy_object_moves(
     :param n_episodes: Deterministic episodes to run, seeded ``seed``, ``seed + 1``, ...
     :param seed: Seed of the first episode
     :param threshold: Displacement of the achieved goal that counts as moved (m)
-    :return: ``moved``, ``successes`` and ``left_goal`` (episode counts: failures that were a success at an earlier
-        step), ``closest`` (per episode, the smallest gripper-object distance) and ``final_distance`` (per episode,
-        the achieved goal's distance to the desired goal at the end)
+    :param fall_height: Drop of the achieved goal below its start height that counts as fallen off the table (m)
+    :return: Episode counts ``moved``, ``successes``, ``left_goal`` (failures that were a success at an earlier step)
+        and ``fell`` (the other failures whose object ended ``fall_height`` below its start); per episode arrays
+        ``success``, ``moved_episodes``, ``reached_episodes`` (a success at some step), ``closest`` (the smallest
+        gripper-object distance), ``start_distance`` and ``final_distance`` (the achieved goal's distance to the
+        desired goal at the start and at the end)
     """
-    moved = successes = left_goal = 0
-    closest, final_distance = [], []
+    moved = successes = left_goal = fell = 0
+    closest, start_distance, final_distance = [], [], []
+    success_episodes, moved_episodes, reached_episodes = [], [], []
     for episode in range(n_episodes):
         obs, _ = env.reset(seed=seed + episode)
         start = obs["achieved_goal"].copy()
@@ -54,18 +65,52 @@ def greedy_object_moves(
             nearest = min(nearest, float(np.linalg.norm(obs["observation"][:3] - obs["achieved_goal"])))
             success = bool(get_success(info))
             reached |= success
-        moved += bool(np.linalg.norm(obs["achieved_goal"] - start) > threshold)
+        has_moved = bool(np.linalg.norm(obs["achieved_goal"] - start) > threshold)
+        moved += has_moved
         successes += success
         left_goal += reached and not success
+        fell += bool(not success and not reached and start[2] - obs["achieved_goal"][2] > fall_height)
         closest.append(nearest)
+        start_distance.append(float(np.linalg.norm(start - obs["desired_goal"])))
         final_distance.append(float(np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])))
+        success_episodes.append(success)
+        moved_episodes.append(has_moved)
+        reached_episodes.append(reached)
     return {
         "moved": moved,
         "successes": successes,
         "left_goal": left_goal,
+        "fell": fell,
+        "success": np.array(success_episodes, dtype=bool),
+        "moved_episodes": np.array(moved_episodes, dtype=bool),
+        "reached_episodes": np.array(reached_episodes, dtype=bool),
         "closest": np.array(closest),
+        "start_distance": np.array(start_distance),
         "final_distance": np.array(final_distance),
     }
+
+
+def failure_summary(result: dict[str, Any]) -> str:
+    """
+    :param result: What ``greedy_object_moves`` returns
+    :return: One line: the failures by kind, each counted once (left the goal, else fell off the table, else never
+        moved, else short of the goal) and the median start goal distance of failures
+        and successes
+    """
+    failed = ~result["success"]
+    never_moved = int(np.sum(failed & ~result["reached_episodes"] & ~result["moved_episodes"]))
+    fell = result["fell"]
+    short = int(failed.sum()) - result["left_goal"] - never_moved - fell
+    start = result["start_distance"]
+
+    def median(values: np.ndarray) -> str:
+        return f"{np.median(values):.3f} m" if len(values) else "-"
+
+    return (
+        f"failures {int(failed.sum())}: left the goal {result['left_goal']}, object off the table {fell}, never "
+        f"moved {never_moved}, short of the goal {short}; median start goal distance of failures "
+        f"{median(start[failed])}, of successes {median(start[~failed])}"
+    )
 
 
 def main() -> None:
@@ -98,6 +143,7 @@ def main() -> None:
         f"median final goal distance {np.median(result['final_distance']):.3f} m, "
         f"median closest gripper-object distance {np.median(result['closest']):.3f} m"
     )
+    print(failure_summary(result))
 
 
 if __name__ == "__main__":

@@ -240,6 +240,13 @@ def test_greedy_object_moves_example_counts_rollouts():
     np.testing.assert_allclose(
         still["final_distance"], [np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]) for obs in starts], atol=1e-6
     )
-    assert still["left_goal"] == 0
+    assert still["left_goal"] == 0 and still["fell"] == 0
+    np.testing.assert_allclose(still["start_distance"], still["final_distance"], atol=1e-6)
+    # Every failure of a policy that never acts is an object that never moved.
+    n_failed = int((~still["success"]).sum())
+    assert not still["moved_episodes"].any() and not still["reached_episodes"][~still["success"]].any()
+    assert module.failure_summary(still).startswith(
+        f"failures {n_failed}: left the goal 0, object off the table 0, never moved {n_failed}, short of the goal 0;"
+    )
     result = module.greedy_object_moves(model, env, n_episodes=2, seed=3)
     assert 0 <= result["moved"] <= 2 and 0 <= result["successes"] + result["left_goal"] <= 2
