@@ -15,6 +15,7 @@ from sb3_hher.common.goal_env import make_goal_env
 from sb3_hher.common.subgoals import (
     FETCH_GRIPPER_HIGH,
     FETCH_GRIPPER_LOW,
+    FETCH_OBJECT_MARGIN,
     SubgoalSpace,
     fetch_subgoal_space,
     generic_subgoal_space,
@@ -77,7 +78,12 @@ def test_fetch_preset(env_id: str, dim: int, indices: tuple[int, ...]) -> None:
         # The start and every goal lie inside the workspace above the table.
         assert space.contains(space.project(obs))
         assert np.all((obs["desired_goal"] >= space.low[:3]) & (obs["desired_goal"] <= space.high[:3]))
-    np.testing.assert_allclose(space.world_position(space.low), FETCH_GRIPPER_LOW)
+    # FetchReach keeps the table's footprint; the object tasks reach 10 cm beyond its edges in x and y (to get
+    # behind an object lying at an edge), never below the table top.
+    margin = np.zeros(3) if env_id == "FetchReach-v4" else FETCH_OBJECT_MARGIN
+    np.testing.assert_allclose(margin, [0.0, 0.0, 0.0] if env_id == "FetchReach-v4" else [0.1, 0.1, 0.0])
+    np.testing.assert_allclose(space.world_position(space.low), FETCH_GRIPPER_LOW - margin)
+    np.testing.assert_allclose(space.world_position(space.high), FETCH_GRIPPER_HIGH + margin)
     env.close()
 
 

@@ -32,6 +32,11 @@ PRESETS = ("auto", "fetch", "maze", "generic")
 # at z = 0.4. The gripper can leave this box (it reaches the floor behind the robot), but every Fetch goal lies
 # above the table: subgoals are kept in the table's footprint from just below its top (FetchReach goals go down
 # to z = 0.385) to 0.5 above it (PickAndPlace goals go up to 0.87).
+# In the object tasks the footprint is widened by FETCH_OBJECT_MARGIN in x and y: to push an object lying near a
+# table edge back toward the middle, the gripper must stand beyond that edge (object half size 0.025 plus the
+# finger). With the footprint alone, greedy Push rollouts of trained HHER agents kept proposing x = 1.55 with the
+# object at x = 1.52 and never got behind it. The gripper reaches every point of the widened box at z = 0.43
+# (within 2 cm at its corners).
 # Layout of gymnasium-robotics' Fetch observation vector (the one place that knows it).
 FETCH_GRIPPER_POS = slice(0, 3)
 FETCH_OBJECT_POS = slice(3, 6)
@@ -39,6 +44,7 @@ FETCH_OBJECT_REL_POS = slice(6, 9)  # object position minus gripper position
 FETCH_FINGERS = slice(9, 11)
 FETCH_GRIPPER_LOW = np.array([1.05, 0.40, 0.38])
 FETCH_GRIPPER_HIGH = np.array([1.55, 1.10, 0.90])
+FETCH_OBJECT_MARGIN = np.array([0.10, 0.10, 0.0])
 # Finger joint positions of the Fetch gripper: 0 (closed) to 0.05 (open).
 FETCH_FINGER_LOW = np.array([0.0, 0.0])
 FETCH_FINGER_HIGH = np.array([0.05, 0.05])
@@ -211,7 +217,8 @@ class SubgoalSpace:
 def fetch_subgoal_space(env_id: str, distance_threshold: float = FETCH_DISTANCE_THRESHOLD) -> SubgoalSpace:
     """
     Gripper position (plus finger state where the gripper is not blocked: PickAndPlace), bounded to the
-    workspace above the table.
+    workspace above the table (FetchReach) or above the table and 10 cm beyond its edges in x and y (the object
+    tasks: the gripper must get behind an object lying near an edge to push it back).
 
     Per-dimension thresholds on the position are ``distance_threshold / sqrt(3)``: a subgoal placed on the goal and
     achieved also achieves the env's goal (Euclidean distance below ``distance_threshold``).
@@ -221,6 +228,8 @@ def fetch_subgoal_space(env_id: str, distance_threshold: float = FETCH_DISTANCE_
     """
     position_threshold = distance_threshold / math.sqrt(3)
     low, high = FETCH_GRIPPER_LOW, FETCH_GRIPPER_HIGH
+    if not env_id.startswith("FetchReach"):
+        low, high = low - FETCH_OBJECT_MARGIN, high + FETCH_OBJECT_MARGIN
     thresholds = np.full(3, position_threshold)
     indices: tuple[int, ...] = tuple(range(FETCH_GRIPPER_POS.start, FETCH_GRIPPER_POS.stop))
     names: tuple[str, ...] = ("gripper x", "gripper y", "gripper z")
