@@ -13,9 +13,6 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_hher.common.goal_env import make_goal_env
 from sb3_hher.common.subgoals import (
-    FETCH_GRIPPER_HIGH,
-    FETCH_GRIPPER_LOW,
-    FETCH_OBJECT_MARGIN,
     SubgoalSpace,
     fetch_subgoal_space,
     generic_subgoal_space,
@@ -61,11 +58,20 @@ def test_invalid_subgoal_spaces(kwargs: dict, message: str) -> None:
         SubgoalSpace(**kwargs)
 
 
+REACH_BOX = ([1.05, 0.4, 0.38], [1.55, 1.1, 0.9])  # the table's footprint, from just below its top
+OBJECT_BOX = ([0.95, 0.3, 0.38], [1.65, 1.2, 0.9])  # 10 cm beyond the table's edges in x and y
+
+
 @pytest.mark.parametrize(
-    ("env_id", "dim", "indices"),
-    [("FetchReach-v4", 3, (0, 1, 2)), ("FetchPush-v4", 3, (0, 1, 2)), ("FetchPickAndPlace-v4", 5, (0, 1, 2, 9, 10))],
+    ("env_id", "dim", "indices", "box"),
+    [
+        ("FetchReach-v4", 3, (0, 1, 2), REACH_BOX),
+        ("FetchReachDense-v4", 3, (0, 1, 2), REACH_BOX),
+        ("FetchPush-v4", 3, (0, 1, 2), OBJECT_BOX),
+        ("FetchPickAndPlace-v4", 5, (0, 1, 2, 9, 10), OBJECT_BOX),
+    ],
 )
-def test_fetch_preset(env_id: str, dim: int, indices: tuple[int, ...]) -> None:
+def test_fetch_preset(env_id: str, dim: int, indices: tuple[int, ...], box: tuple[list, list]) -> None:
     env = make_goal_env(env_id)
     space = subgoal_space_for_env(env)
     assert space.name == "fetch" and space.dim == dim and space.indices == indices
@@ -78,20 +84,35 @@ def test_fetch_preset(env_id: str, dim: int, indices: tuple[int, ...]) -> None:
         # The start and every goal lie inside the workspace above the table.
         assert space.contains(space.project(obs))
         assert np.all((obs["desired_goal"] >= space.low[:3]) & (obs["desired_goal"] <= space.high[:3]))
-    # FetchReach keeps the table's footprint; the object tasks reach 10 cm beyond its edges in x and y (to get
-    # behind an object lying at an edge), never below the table top.
-    margin = np.zeros(3) if env_id == "FetchReach-v4" else FETCH_OBJECT_MARGIN
-    np.testing.assert_allclose(margin, [0.0, 0.0, 0.0] if env_id == "FetchReach-v4" else [0.1, 0.1, 0.0])
-    np.testing.assert_allclose(space.world_position(space.low), FETCH_GRIPPER_LOW - margin)
-    np.testing.assert_allclose(space.world_position(space.high), FETCH_GRIPPER_HIGH + margin)
+    # FetchReach keeps the table's footprint; the object tasks reach beyond its edges (to get behind an object lying
+    # at an edge), never below the table top.
+    np.testing.assert_allclose(space.world_position(space.low), box[0])
+    np.testing.assert_allclose(space.world_position(space.high), box[1])
     env.close()
 
 
 def test_fetch_preset_through_vec_env() -> None:
     vec_env = make_vec_env(lambda: make_goal_env("FetchReach-v4"), n_envs=1)
-    space = subgoal_space_for_env(vec_env)
-    np.testing.assert_allclose(space.high, FETCH_GRIPPER_HIGH)
+    np.testing.assert_allclose(subgoal_space_for_env(vec_env).high, REACH_BOX[1])
+    vec_env = make_vec_env("FetchPush-v4", n_envs=1)
+    np.testing.assert_allclose(subgoal_space_for_env(vec_env).high, OBJECT_BOX[1])
     assert fetch_subgoal_space("FetchSlide-v4").dim == 3
+
+
+def test_fetch_preset_reads_the_env_not_only_its_id() -> None:
+    # A Fetch env built without gymnasium.make has no id: its own has_object / block_gripper choose the box and
+    # the finger dimensions.
+    from gymnasium_robotics.envs.fetch.pick_and_place import MujocoFetchPickAndPlaceEnv
+    from gymnasium_robotics.envs.fetch.reach import MujocoFetchReachEnv
+
+    reach = subgoal_space_for_env(MujocoFetchReachEnv(), preset="fetch")
+    np.testing.assert_allclose(reach.low, REACH_BOX[0])
+    pick = subgoal_space_for_env(MujocoFetchPickAndPlaceEnv(), preset="fetch")
+    assert pick.dim == 5
+    np.testing.assert_allclose(pick.low[:3], OBJECT_BOX[0])
+    # Without an env, explicit flags override what the id says.
+    assert fetch_subgoal_space("", has_object=True, block_gripper=False).dim == 5
+    np.testing.assert_allclose(fetch_subgoal_space("FetchPush-v4", has_object=False).high, REACH_BOX[1])
 
 
 def test_maze_presets() -> None:

@@ -214,7 +214,12 @@ class SubgoalSpace:
         )
 
 
-def fetch_subgoal_space(env_id: str, distance_threshold: float = FETCH_DISTANCE_THRESHOLD) -> SubgoalSpace:
+def fetch_subgoal_space(
+    env_id: str = "",
+    distance_threshold: float = FETCH_DISTANCE_THRESHOLD,
+    has_object: bool | None = None,
+    block_gripper: bool | None = None,
+) -> SubgoalSpace:
     """
     Gripper position (plus finger state where the gripper is not blocked: PickAndPlace), bounded to the
     workspace above the table (FetchReach) or above the table and 10 cm beyond its edges in x and y (the object
@@ -223,17 +228,25 @@ def fetch_subgoal_space(env_id: str, distance_threshold: float = FETCH_DISTANCE_
     Per-dimension thresholds on the position are ``distance_threshold / sqrt(3)``: a subgoal placed on the goal and
     achieved also achieves the env's goal (Euclidean distance below ``distance_threshold``).
 
-    :param env_id: A Fetch env id (``FetchReach-v4``, ``FetchPush-v4``, ``FetchPickAndPlace-v4``, ``FetchSlide-v4``)
+    :param env_id: A Fetch env id (``FetchReach-v4``, ``FetchPush-v4``, ``FetchPickAndPlace-v4``, ``FetchSlide-v4``),
+        read where ``has_object`` or ``block_gripper`` is not given
     :param distance_threshold: The env's goal distance threshold
+    :param has_object: Whether the task has an object (the Fetch env's attribute); ``None``: every id but FetchReach
+    :param block_gripper: Whether the fingers are blocked (the Fetch env's attribute); ``None``: every id but
+        FetchPickAndPlace
     """
+    if has_object is None:
+        has_object = not env_id.startswith("FetchReach")
+    if block_gripper is None:
+        block_gripper = "PickAndPlace" not in env_id
     position_threshold = distance_threshold / math.sqrt(3)
     low, high = FETCH_GRIPPER_LOW, FETCH_GRIPPER_HIGH
-    if not env_id.startswith("FetchReach"):
+    if has_object:
         low, high = low - FETCH_OBJECT_MARGIN, high + FETCH_OBJECT_MARGIN
     thresholds = np.full(3, position_threshold)
     indices: tuple[int, ...] = tuple(range(FETCH_GRIPPER_POS.start, FETCH_GRIPPER_POS.stop))
     names: tuple[str, ...] = ("gripper x", "gripper y", "gripper z")
-    if "PickAndPlace" in env_id:
+    if not block_gripper:
         # The only Fetch task with a free gripper: the level below must also learn to open and close it.
         low, high = np.concatenate([low, FETCH_FINGER_LOW]), np.concatenate([high, FETCH_FINGER_HIGH])
         thresholds = np.concatenate([thresholds, np.full(2, FETCH_FINGER_THRESHOLD)])
@@ -337,6 +350,15 @@ def env_goal_threshold(env: VecEnv | gym.Env) -> float | None:
     return _env_distance_threshold(env)
 
 
+def _env_flag(env: VecEnv | gym.Env, name: str) -> bool | None:
+    """The env's boolean attribute ``name`` (Fetch: ``has_object``, ``block_gripper``), or ``None``."""
+    try:
+        value = _env_attr(env, name)
+    except AttributeError:
+        return None
+    return bool(value) if isinstance(value, bool | np.bool_) else None
+
+
 def _env_distance_threshold(env: VecEnv | gym.Env) -> float | None:
     """The env's numeric ``distance_threshold`` attribute (Fetch has one), or ``None``."""
     try:
@@ -355,7 +377,9 @@ def subgoal_space_for_env(
     """
     The subgoal space of an env: a preset chosen by env id (``"auto"``), or the preset named.
 
-    - ``"fetch"`` (ids starting with ``Fetch``): gripper position (+ fingers for PickAndPlace) above the table;
+    - ``"fetch"`` (ids starting with ``Fetch``): gripper position (+ fingers where the gripper is free: PickAndPlace)
+      above the table, 10 cm beyond its edges for the tasks with an object (the env's ``has_object``, ``block_gripper``;
+      the id where the env has no such attributes);
     - ``"maze"`` (``PointMaze*``, ``AntMaze*``): x, y inside the maze;
     - ``"generic"``: the achieved-goal space, bounded by the goal space or ``low``/``high``.
 
@@ -381,7 +405,12 @@ def subgoal_space_for_env(
     assert isinstance(observation_space, spaces.Dict)
     if preset == "fetch":
         distance_threshold = _env_distance_threshold(env)
-        space = fetch_subgoal_space(env_id, FETCH_DISTANCE_THRESHOLD if distance_threshold is None else distance_threshold)
+        space = fetch_subgoal_space(
+            env_id,
+            FETCH_DISTANCE_THRESHOLD if distance_threshold is None else distance_threshold,
+            has_object=_env_flag(env, "has_object"),
+            block_gripper=_env_flag(env, "block_gripper"),
+        )
     elif preset == "maze":
         space = maze_subgoal_space(_env_attr(env, "maze"))
     else:
