@@ -3,7 +3,8 @@ How often does a trained agent's greedy policy move the object, and how often do
 (any sb3-hher algorithm, HHER included: its ``predict`` carries the active subgoals in ``state``), runs seeded
 deterministic episodes and prints how many moved the achieved goal (for Fetch Push/Slide/PickAndPlace: the object)
 by more than a threshold, the successes, and the failures by kind: reached the goal on the way and left it (pushed
-through it or off it), object fell off the table, object never moved, object moved but ended short of the goal. Then
+through it or off it), object fell off the table, object not moved (ended where it started), object moved but ended
+short of the goal. Then
 the median start goal distance of failures and successes (are the failures the far goals?), the median final goal
 distance and the median closest gripper-object distance.
 
@@ -43,15 +44,15 @@ def greedy_object_moves(
     :param seed: Seed of the first episode
     :param threshold: Displacement of the achieved goal that counts as moved (m)
     :param fall_height: Drop of the achieved goal below its start height that counts as fallen off the table (m)
-    :return: Episode counts ``moved``, ``successes``, ``left_goal`` (failures that were a success at an earlier step)
-        and ``fell`` (the other failures whose object ended ``fall_height`` below its start); per episode arrays
-        ``success``, ``moved_episodes``, ``reached_episodes`` (a success at some step), ``closest`` (the smallest
-        gripper-object distance), ``start_distance`` and ``final_distance`` (the achieved goal's distance to the
-        desired goal at the start and at the end)
+    :return: Episode counts ``moved`` (the achieved goal ended more than ``threshold`` from its start), ``successes``,
+        ``left_goal`` (failures that were a success at an earlier step) and ``fell`` (the other failures whose object
+        ended ``fall_height`` below its start); per episode arrays ``success``, ``moved_episodes``,
+        ``reached_episodes`` (a success at some step), ``fell_episodes``, ``closest`` (the smallest gripper-object
+        distance), ``start_distance`` and ``final_distance`` (the achieved goal's distance to the desired goal at the
+        start and at the end)
     """
-    moved = successes = left_goal = fell = 0
     closest, start_distance, final_distance = [], [], []
-    success_episodes, moved_episodes, reached_episodes = [], [], []
+    success_episodes, moved_episodes, reached_episodes, fell_episodes = [], [], [], []
     for episode in range(n_episodes):
         obs, _ = env.reset(seed=seed + episode)
         start = obs["achieved_goal"].copy()
@@ -65,51 +66,69 @@ def greedy_object_moves(
             nearest = min(nearest, float(np.linalg.norm(obs["observation"][:3] - obs["achieved_goal"])))
             success = bool(get_success(info))
             reached |= success
-        has_moved = bool(np.linalg.norm(obs["achieved_goal"] - start) > threshold)
-        moved += has_moved
-        successes += success
-        left_goal += reached and not success
-        fell += bool(not success and not reached and start[2] - obs["achieved_goal"][2] > fall_height)
         closest.append(nearest)
         start_distance.append(float(np.linalg.norm(start - obs["desired_goal"])))
         final_distance.append(float(np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])))
         success_episodes.append(success)
-        moved_episodes.append(has_moved)
+        moved_episodes.append(bool(np.linalg.norm(obs["achieved_goal"] - start) > threshold))
         reached_episodes.append(reached)
+        fell_episodes.append(bool(start[2] - obs["achieved_goal"][2] > fall_height))
+    success_mask, reached_mask = np.array(success_episodes, dtype=bool), np.array(reached_episodes, dtype=bool)
+    fell_mask, moved_mask = np.array(fell_episodes, dtype=bool), np.array(moved_episodes, dtype=bool)
+    kinds = failure_kinds(success_mask, reached_mask, fell_mask, moved_mask)
     return {
-        "moved": moved,
-        "successes": successes,
-        "left_goal": left_goal,
-        "fell": fell,
-        "success": np.array(success_episodes, dtype=bool),
-        "moved_episodes": np.array(moved_episodes, dtype=bool),
-        "reached_episodes": np.array(reached_episodes, dtype=bool),
+        "moved": int(moved_mask.sum()),
+        "successes": int(success_mask.sum()),
+        "left_goal": int(kinds["left the goal"].sum()),
+        "fell": int(kinds["object off the table"].sum()),
+        "success": success_mask,
+        "moved_episodes": moved_mask,
+        "reached_episodes": reached_mask,
+        "fell_episodes": fell_mask,
         "closest": np.array(closest),
         "start_distance": np.array(start_distance),
         "final_distance": np.array(final_distance),
     }
 
 
+def failure_kinds(success: np.ndarray, reached: np.ndarray, fell: np.ndarray, moved: np.ndarray) -> dict[str, np.ndarray]:
+    """
+    Sort failed episodes into kinds, each failure in exactly one.
+
+    :param success: Per episode, success at the last step
+    :param reached: Per episode, success at some step
+    :param fell: Per episode, the object ended below the table top
+    :param moved: Per episode, the object ended away from its start
+    :return: Masks ``"left the goal"`` (reached it and left), ``"object off the table"`` (else fell), ``"not moved"``
+        (else ended where it started) and ``"short of the goal"`` (the rest)
+    """
+    failed = ~success
+    rest = failed & ~reached & ~fell
+    return {
+        "left the goal": failed & reached,
+        "object off the table": failed & ~reached & fell,
+        "not moved": rest & ~moved,
+        "short of the goal": rest & moved,
+    }
+
+
 def failure_summary(result: dict[str, Any]) -> str:
     """
     :param result: What ``greedy_object_moves`` returns
-    :return: One line: the failures by kind, each counted once (left the goal, else fell off the table, else never
-        moved, else short of the goal) and the median start goal distance of failures
-        and successes
+    :return: One line: the failures by kind (``failure_kinds``) and the median start goal distance of failures and
+        successes
     """
+    kinds = failure_kinds(result["success"], result["reached_episodes"], result["fell_episodes"], result["moved_episodes"])
     failed = ~result["success"]
-    never_moved = int(np.sum(failed & ~result["reached_episodes"] & ~result["moved_episodes"]))
-    fell = result["fell"]
-    short = int(failed.sum()) - result["left_goal"] - never_moved - fell
     start = result["start_distance"]
 
     def median(values: np.ndarray) -> str:
         return f"{np.median(values):.3f} m" if len(values) else "-"
 
+    counts = ", ".join(f"{kind} {int(mask.sum())}" for kind, mask in kinds.items())
     return (
-        f"failures {int(failed.sum())}: left the goal {result['left_goal']}, object off the table {fell}, never "
-        f"moved {never_moved}, short of the goal {short}; median start goal distance of failures "
-        f"{median(start[failed])}, of successes {median(start[~failed])}"
+        f"failures {int(failed.sum())}: {counts}; median start goal distance of failures {median(start[failed])}, "
+        f"of successes {median(start[~failed])}"
     )
 
 

@@ -218,6 +218,33 @@ def test_object_moves_example_reads_a_saved_buffer(tmp_path):
     np.testing.assert_allclose(module.object_moves(str(path)), [0.0, 0.03], atol=1e-7)
 
 
+def test_failure_kinds_put_each_failure_in_one_kind():
+    module = _load_example("greedy_object_moves")
+    # Episodes: success; reached and left (and fell); fell; not moved; short of the goal; success that had fallen.
+    success = np.array([True, False, False, False, False, True])
+    reached = np.array([True, True, False, False, False, True])
+    fell = np.array([False, True, True, False, False, True])
+    moved = np.array([True, True, True, False, True, True])
+    kinds = module.failure_kinds(success, reached, fell, moved)
+    assert {kind: np.flatnonzero(mask).tolist() for kind, mask in kinds.items()} == {
+        "left the goal": [1],
+        "object off the table": [2],
+        "not moved": [3],
+        "short of the goal": [4],
+    }
+    result = {
+        "success": success,
+        "reached_episodes": reached,
+        "fell_episodes": fell,
+        "moved_episodes": moved,
+        "start_distance": np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.3]),
+    }
+    assert module.failure_summary(result) == (
+        "failures 4: left the goal 1, object off the table 1, not moved 1, short of the goal 1; median start goal "
+        "distance of failures 0.350 m, of successes 0.200 m"
+    )
+
+
 def test_greedy_object_moves_example_counts_rollouts():
     from sb3_hher import HerDDPG
     from sb3_hher.common.goal_env import make_goal_env
@@ -242,11 +269,11 @@ def test_greedy_object_moves_example_counts_rollouts():
     )
     assert still["left_goal"] == 0 and still["fell"] == 0
     np.testing.assert_allclose(still["start_distance"], still["final_distance"], atol=1e-6)
-    # Every failure of a policy that never acts is an object that never moved.
+    # Every failure of a policy that never acts is an object that did not move.
     n_failed = int((~still["success"]).sum())
-    assert not still["moved_episodes"].any() and not still["reached_episodes"][~still["success"]].any()
+    assert not still["moved_episodes"].any() and not still["fell_episodes"].any()
     assert module.failure_summary(still).startswith(
-        f"failures {n_failed}: left the goal 0, object off the table 0, never moved {n_failed}, short of the goal 0;"
+        f"failures {n_failed}: left the goal 0, object off the table 0, not moved {n_failed}, short of the goal 0;"
     )
     result = module.greedy_object_moves(model, env, n_episodes=2, seed=3)
     assert 0 <= result["moved"] <= 2 and 0 <= result["successes"] + result["left_goal"] <= 2
