@@ -4,9 +4,8 @@ How often does a trained agent's greedy policy move the object, and how often do
 deterministic episodes and prints how many moved the achieved goal (for Fetch Push/Slide/PickAndPlace: the object)
 by more than a threshold, the successes, and the failures by kind: reached the goal on the way and left it (pushed
 through it or off it), object fell off the table, object not moved (ended where it started), object moved but ended
-short of the goal. Then
-the median start goal distance of failures and successes (are the failures the far goals?), the median final goal
-distance and the median closest gripper-object distance.
+short of the goal. Then the median start goal distance of failures and successes (are the failures the far goals?),
+the median final goal distance and the median closest gripper-object distance.
 
     MUJOCO_GL=egl python examples/greedy_object_moves.py docs/benchmarks/fetchpush-v4-hher/checkpoints/hher_seed0/model.zip
 
