@@ -146,6 +146,13 @@ def main() -> None:
         help="HHER only: replace the saved goal_threshold (distance at which lower levels return control at the env's "
         "goal), e.g. 0.05 for a model saved before it existed; 0 turns it off",
     )
+    parser.add_argument(
+        "--hold-goal",
+        choices=("saved", "on", "off"),
+        default="saved",
+        help="HHER only: whether the top level holds the current state once the env's goal is achieved (hold_goal); "
+        "'saved' keeps the model's setting, 'on' tries it on a model trained without it",
+    )
     args = parser.parse_args()
 
     env = make_goal_env(args.env)
@@ -154,6 +161,14 @@ def main() -> None:
         if not isinstance(model, HHER):
             parser.error("--goal-threshold applies to HHER models only")
         model.policy.goal_threshold = args.goal_threshold or None
+    if args.hold_goal != "saved":
+        if not isinstance(model, HHER):
+            parser.error("--hold-goal applies to HHER models only")
+        model.policy.hold_goal = args.hold_goal == "on"
+        try:
+            model.policy.check_hold_goal()
+        except ValueError as error:
+            parser.error(str(error))
     result = greedy_object_moves(model, env, args.episodes, args.seed, args.threshold)
     print(
         f"object moved in {result['moved']}/{args.episodes} episodes, success {result['successes']}/{args.episodes}, "

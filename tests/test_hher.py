@@ -240,6 +240,47 @@ def test_lower_level_returns_control_at_the_env_goal(goal_threshold: float | Non
     np.testing.assert_array_equal(after.steps_left, [[1]] if goal_threshold is None else [[2]])
 
 
+def test_hold_goal_keeps_the_hierarchy_on_the_env_goal(tmp_path: Any) -> None:
+    """
+    Start 0, env goal 0.4, H = 3, the top level proposes 1.0, level 0 pushes +0.2 a step. At 0.4 the env goal is
+    achieved, level 0's attempt ends, and with ``hold_goal`` the top level's next subgoal is the current state (0.4),
+    in training and in ``predict``; without, it is the actor's proposal.
+    """
+    env = make_point_env(max_steps=4, dim=1, start=[0.0], goal=[0.4])
+    model = small_hher(env, subgoal_horizon=3, gradient_steps=0, goal_threshold=0.1, hold_goal=True)
+    Script(model, {1: [1.0], 0: [1.0]})
+    model.learn(total_timesteps=4)
+    low = stored(model.levels[0].replay_buffer)
+    np.testing.assert_allclose(low["goal"][:, 0], [1.0, 1.0, 0.4, 0.4], atol=1e-6)
+    np.testing.assert_allclose(model._diagnostics["rollout/goal_hold_fraction"], [0.0, 1.0])
+
+    at_goal = {"observation": np.array([[0.4]]), "achieved_goal": np.array([[0.4]]), "desired_goal": np.array([[0.45]])}
+    away = {"observation": np.array([[0.0]]), "achieved_goal": np.array([[0.0]]), "desired_goal": np.array([[0.45]])}
+    busy = HierarchyState(np.array([[[1.0]]], dtype=np.float32), np.array([[2]]))
+    _, held = model.predict(at_goal, state=busy.copy())
+    np.testing.assert_allclose(held.subgoals[0, 0], [0.4], atol=1e-6)
+    # Off the goal the actor proposes as usual.
+    _, proposed = model.predict(away, state=None)
+    actor = model.policy.unscale_level_action(1, model.policy.level_actions(1, away))
+    np.testing.assert_allclose(proposed.subgoals[0], actor, atol=1e-6)
+
+    # Saved with the model; switched off, predict proposes the actor's subgoal at the goal too.
+    model.save(tmp_path / "model.zip")
+    loaded = HHER.load(tmp_path / "model.zip")
+    assert loaded.hold_goal and loaded.policy.hold_goal
+    loaded.policy.hold_goal = False
+    _, free = loaded.predict(at_goal, state=busy.copy())
+    actor = loaded.policy.unscale_level_action(1, loaded.policy.level_actions(1, at_goal))
+    np.testing.assert_allclose(free.subgoals[0], actor, atol=1e-6)
+
+
+def test_hold_goal_errors() -> None:
+    with pytest.raises(ValueError, match=r"hold_goal needs a hierarchy \(n_levels >= 2\)"):
+        small_hher(make_point_env(), n_levels=1, hold_goal=True)
+    with pytest.raises(ValueError, match="hold_goal needs a goal_threshold"):
+        small_hher(make_point_env(), goal_threshold=None, hold_goal=True)
+
+
 def test_goal_threshold_resolution(tmp_path: Any) -> None:
     # "auto": Fetch's distance_threshold; nothing for an env that does not expose one.
     fetch = HHER("MultiInputPolicy", make_goal_env("FetchPush-v4"), buffer_size=1_000)

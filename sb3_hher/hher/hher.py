@@ -191,6 +191,11 @@ class HHER(OffPolicyAlgorithm):
         ``"auto"``: the env's ``distance_threshold`` (Fetch), 0.45 (PointMaze, AntMaze), otherwise ``None``;
         ``None``: lower levels return only at their own subgoals or after H actions. A distance is checked against
         the env's ``compute_reward`` at construction
+    :param hold_goal: Once the env's goal is achieved (within ``goal_threshold``), the top level proposes the current
+        state (projected to the subgoal space) instead of its actor's subgoal, while training and in ``predict``: the
+        hierarchy stays where the goal holds. HAC ends the episode at the top level's goal; this is its counterpart in
+        envs that run on to a time limit and score the last step (Fetch: an object on the goal is left alone). Needs
+        ``n_levels >= 2`` and a ``goal_threshold``
     :param subgoal_test_prob: Probability that a proposed subgoal is tested (lambda in the paper, 0.3)
     :param subgoal_penalty: Reward of a missed test subgoal, with discount 0; ``None``: ``-H``
     :param level_learners: Update rule of each level, ``"ddpg"`` (``HerDDPG``) or ``"td3"`` (``HerTD3``): one name
@@ -244,6 +249,7 @@ class HHER(OffPolicyAlgorithm):
         subgoal_horizon: int | None = None,
         subgoal_space: SubgoalSpace | str | dict[str, Any] = "auto",
         goal_threshold: float | str | None = "auto",
+        hold_goal: bool = False,
         subgoal_test_prob: float = 0.3,
         subgoal_penalty: float | None = None,
         level_learners: str | Sequence[str] = "ddpg",
@@ -321,6 +327,7 @@ class HHER(OffPolicyAlgorithm):
         # SB3's load builds the model with _init_setup_model=False, then sets the saved attributes: a model saved before
         # goal_threshold existed keeps None, the behaviour it was trained with.
         self.goal_threshold = goal_threshold if _init_setup_model else None
+        self.hold_goal = bool(hold_goal)
         self.subgoal_test_prob = float(subgoal_test_prob)
         self.subgoal_penalty = subgoal_penalty
         self.level_learners = [name.lower() for name in _per_level(level_learners, self.n_levels, "level_learners")]
@@ -388,6 +395,7 @@ class HHER(OffPolicyAlgorithm):
             self.subgoal_space if isinstance(self.subgoal_space, SubgoalSpace) else None,
             self.subgoal_horizon or 1,
             goal_threshold=self.goal_threshold if isinstance(self.goal_threshold, float) else None,
+            hold_goal=self.hold_goal,
         )
         self._diagnostics = {}
         self._rollout = None
@@ -395,6 +403,8 @@ class HHER(OffPolicyAlgorithm):
     def _resolve_hierarchy(self) -> None:
         """Resolve the subgoal space, H, the penalty and the discounts from the env (kept for save/load)."""
         max_steps = self.goal_env_spec.max_episode_steps if self.goal_env_spec is not None else None
+        if self.hold_goal and self.n_levels == 1:
+            raise ValueError("hold_goal needs a hierarchy (n_levels >= 2): it replaces the top level's subgoals")
         if self.n_levels == 1:
             if self.subgoal_horizon is None:
                 self.subgoal_horizon = max_steps or 1
@@ -417,6 +427,11 @@ class HHER(OffPolicyAlgorithm):
         if self.subgoal_penalty is None:
             self.subgoal_penalty = -float(self.subgoal_horizon)
         self._resolve_goal_threshold()
+        if self.hold_goal and self.goal_threshold is None:
+            raise ValueError(
+                "hold_goal needs a goal_threshold to tell when the env's goal is achieved: pass goal_threshold (a "
+                "distance the env's compute_reward agrees with) or hold_goal=False"
+            )
 
     def _resolve_goal_threshold(self) -> None:
         """Resolve ``goal_threshold="auto"`` from the env; check a distance against the env's ``compute_reward``."""
@@ -789,6 +804,10 @@ class HHER(OffPolicyAlgorithm):
                 scaled, logged_test = replay.decisions(step, level, envs)
             else:
                 scaled = self._explore(level, level_observation, envs, warmup)
+                if self.hold_goal and level == self.n_levels - 1:
+                    # Share of the top level's decisions taken on the env's goal, where it holds the current state.
+                    self._record("rollout/goal_hold_fraction", self.policy.goal_reached(level_observation))
+                    scaled = self.policy.hold_subgoals(level, level_observation, scaled)
             if level == 0:
                 rollout.level0_observation = {key: np.array(value) for key, value in level_observation.items()}
                 rollout.level0_action = scaled

@@ -76,6 +76,10 @@ class HierarchicalPolicy(BasePolicy):
         counts as achieved: every lower level's attempt then ends (HAC: a level returns control once any higher goal
         is achieved, the env's goal included), so the top level decides again as soon as the goal is reached.
         ``None``: lower levels return only at their own subgoals or after H actions
+    :param hold_goal: Once the env's goal is achieved (within ``goal_threshold``), the top level proposes the
+        current state (projected and clipped to the subgoal bounds) instead of its actor's subgoal, so the hierarchy
+        stays where the goal holds. HAC ends the episode at the top level's goal; this is its counterpart in envs that
+        run on to a time limit and score the last step (Fetch). Needs ``goal_threshold``
     """
 
     levels: nn.ModuleList
@@ -88,6 +92,7 @@ class HierarchicalPolicy(BasePolicy):
         subgoal_space: SubgoalSpace | None,
         subgoal_horizon: int,
         goal_threshold: float | None = None,
+        hold_goal: bool = False,
     ) -> None:
         super().__init__(observation_space, action_space, squash_output=True)
         if len(level_policies) == 0:
@@ -100,6 +105,16 @@ class HierarchicalPolicy(BasePolicy):
         if goal_threshold is not None and not goal_threshold > 0:
             raise ValueError(f"goal_threshold must be a positive distance or None, got {goal_threshold!r}")
         self.goal_threshold = None if goal_threshold is None else float(goal_threshold)
+        self.hold_goal = bool(hold_goal)
+        self.check_hold_goal()
+
+    def check_hold_goal(self) -> None:
+        """Raise a ``ValueError`` where ``hold_goal`` is on but the policy cannot tell when the env's goal is achieved."""
+        if self.hold_goal and (self.n_levels < 2 or self.goal_threshold is None):
+            raise ValueError(
+                "hold_goal needs a hierarchy (n_levels >= 2) and a goal_threshold to tell when the env's goal is "
+                f"achieved, got {self.n_levels} level(s) and goal_threshold={self.goal_threshold}"
+            )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         # The level policies travel whole (their own classes and constructor parameters, pickled by
@@ -111,6 +126,7 @@ class HierarchicalPolicy(BasePolicy):
             "subgoal_space": self.subgoal_space,
             "subgoal_horizon": self.subgoal_horizon,
             "goal_threshold": self.goal_threshold,
+            "hold_goal": self.hold_goal,
         }
 
     @property
@@ -232,6 +248,27 @@ class HierarchicalPolicy(BasePolicy):
         distance = np.linalg.norm(achieved - np.asarray(observation["desired_goal"], dtype=np.float64), axis=-1)
         return distance <= self.goal_threshold
 
+    def hold_subgoals(self, level: int, level_observation: dict[str, np.ndarray], scaled: np.ndarray) -> np.ndarray:
+        """
+        With ``hold_goal``: the top level's subgoals where the env's goal is achieved become the current state.
+
+        :param level: Level index of the proposals
+        :param level_observation: Batched observation of that level (for the top level: the env's)
+        :param scaled: The level's scaled proposals, shape ``(batch, subgoal_dim)``
+        :return: The proposals to carry out, scaled to ``[-1, 1]`` (``scaled`` itself where nothing is held)
+        """
+        if not self.hold_goal or level != self.n_levels - 1:
+            return scaled
+        self.check_hold_goal()
+        held = self.goal_reached(level_observation)
+        if not held.any():
+            return scaled
+        assert self.subgoal_space is not None
+        here = self.subgoal_space.clip(self.subgoal_space.project(level_observation)[held])
+        scaled = np.array(scaled, copy=True)
+        scaled[held] = self.level_policy(level).scale_action(here)
+        return scaled
+
     def act(
         self, observation: dict[str, np.ndarray], state: HierarchyState, select: ActionSelector | None = None
     ) -> np.ndarray:
@@ -241,11 +278,15 @@ class HierarchicalPolicy(BasePolicy):
 
         :param observation: Batched env observation
         :param state: Hierarchy state, updated in place
-        :param select: Chooses the scaled actions of a level for some envs (training adds exploration there);
-            default: the deterministic level policies
+        :param select: Chooses the scaled actions of a level for some envs (training adds exploration there, and
+            applies ``hold_subgoals``); default: the deterministic level policies, with ``hold_subgoals``
         :return: Level 0's actions, scaled to ``[-1, 1]``
         """
-        choose = select if select is not None else (lambda level, level_obs, envs: self.level_actions(level, level_obs))
+
+        def greedy(level: int, level_obs: dict[str, np.ndarray], envs: np.ndarray) -> np.ndarray:
+            return self.hold_subgoals(level, level_obs, self.level_actions(level, level_obs))
+
+        choose = select if select is not None else greedy
         for level in range(self.n_levels - 1, 0, -1):
             envs = np.flatnonzero(state.steps_left[level - 1] <= 0)
             if envs.size == 0:
