@@ -347,6 +347,18 @@ def test_vanilla_tqc_config_matches_ours() -> None:
             assert entry.get(key) == ours_entry.get(key), (env_id, key)
 
 
+def test_hher_config_entries_build() -> None:
+    """Every hher.yml entry's algorithm settings are HHER constructor arguments that build a model on its env."""
+    import_robotics()
+    for env_id, entry in load_config("hher").items():
+        kwargs = {key: value for key, value in entry.items() if key not in ZOO_ONLY_KEYS}
+        model = sb3_hher.HHER(entry["policy"], gym.make(env_id), **kwargs)
+        for key, value in kwargs.items():
+            if key in ("hold_goal", "gradient_steps", "gamma", "learning_starts"):
+                assert getattr(model, key) == value, (env_id, key)
+    assert load_config("hher")["FetchPush-v4"]["hold_goal"] is True
+
+
 def test_find_config() -> None:
     assert find_config("her_ddpg", "FetchPush-v4") == REPOSITORY_HYPERPARAMS / "her_ddpg.yml"
     # Zoo's algorithms read sb3-hher's file only on the ids it configures.
