@@ -352,10 +352,12 @@ def test_hher_config_entries_build() -> None:
     import_robotics()
     for env_id, entry in load_config("hher").items():
         kwargs = {key: value for key, value in entry.items() if key not in ZOO_ONLY_KEYS}
-        model = sb3_hher.HHER(entry["policy"], gym.make(env_id), **kwargs)
+        env = gym.make(env_id)
+        model = sb3_hher.HHER(entry["policy"], env, **kwargs)
         for key, value in kwargs.items():
             if key in ("hold_goal", "gradient_steps", "gamma", "learning_starts"):
                 assert getattr(model, key) == value, (env_id, key)
+        env.close()
     assert load_config("hher")["FetchPush-v4"]["hold_goal"] is True
 
 
