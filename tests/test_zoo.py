@@ -350,7 +350,8 @@ def test_vanilla_tqc_config_matches_ours() -> None:
 def test_hher_config_entries_build() -> None:
     """Every hher.yml entry's algorithm settings are HHER constructor arguments that build a model on its env."""
     import_robotics()
-    for env_id, entry in load_config("hher").items():
+    config = load_config("hher")
+    for env_id, entry in config.items():
         kwargs = {key: value for key, value in entry.items() if key not in ZOO_ONLY_KEYS}
         env = gym.make(env_id)
         model = sb3_hher.HHER(entry["policy"], env, **kwargs)
@@ -358,7 +359,7 @@ def test_hher_config_entries_build() -> None:
             if key in ("hold_goal", "gradient_steps", "gamma", "learning_starts"):
                 assert getattr(model, key) == value, (env_id, key)
         env.close()
-    assert load_config("hher")["FetchPush-v4"]["hold_goal"] is True
+    assert config["FetchPush-v4"]["hold_goal"] is True
 
 
 def test_find_config() -> None:
